@@ -1,0 +1,31 @@
+"""darkcfg: Darknet .cfg files as PyTorch networks, numerically faithful to Darknet."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+from . import sections as _sections  # noqa: F401  (registers Darknet's section types)
+from .errors import CfgError, CfgWarning, Location, WeightsError
+from .graph import (Context, LayerSpec, Network, Parsed, Segment, Shape, parse,
+                    register_section as _register_parser)
+from .layers import register_builder
+from .model import DarknetModel, build, load
+from .weights import LoadReport, WeightsHeader
+
+__all__ = [
+    "parse", "build", "load", "DarknetModel", "Network", "LayerSpec", "Shape", "Segment", "Parsed",
+    "Context", "CfgError", "WeightsError", "CfgWarning", "Location", "LoadReport", "WeightsHeader",
+    "register_section", "register_builder",
+]
+
+__version__ = "0.1.0"
+
+
+def register_section(name: str, parse: Callable, build: Callable | None = None, *,
+                     aliases: Iterable[str] = (), is_output: bool = False,
+                     accepted: Iterable[str] = (), replace: bool = False) -> None:
+    """Teach darkcfg a new section type: `parse(opts, ctx) -> Parsed`, `build(spec) -> nn.Module`."""
+    _register_parser(name, parse, aliases=aliases, is_output=is_output, accepted=accepted,
+                     replace=replace)
+    if build is not None:
+        register_builder(name, build, replace=replace)

@@ -1,0 +1,332 @@
+"""Typed layer graph: sections → layer specs with absolute inputs, shapes, BFLOPs and weight layout.
+
+No torch here. Shapes use Darknet's integer arithmetic (C division truncating toward zero), so the
+graph can be checked against Darknet's own layer table before any tensor exists.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import CfgError, Location, warn_at
+from .lexer import RawSection, lex
+from .options import Options
+
+__all__ = [
+    "Shape", "Segment", "LayerSpec", "Parsed", "NetOptions", "Network", "Context",
+    "SectionType", "register_section", "section_type", "canonical_type", "parse", "cdiv",
+]
+
+NETWORK_INPUT = -1  # index used in `LayerSpec.inputs` for the network's input tensor
+
+
+def cdiv(a: int, b: int) -> int:
+    """C's integer division (truncates toward zero), which Darknet's shape arithmetic uses."""
+    q = abs(a) // abs(b)
+    return q if (a >= 0) == (b > 0) else -q
+
+
+@dataclass(frozen=True)
+class Shape:
+    """Channels, height, width of one image's output. Flat layers are (n, 1, 1)."""
+
+    c: int
+    h: int
+    w: int
+
+    @property
+    def size(self) -> int:
+        return self.c * self.h * self.w
+
+    def __str__(self) -> str:
+        return f"{self.c}x{self.h}x{self.w}"
+
+
+@dataclass(frozen=True)
+class Segment:
+    """One run of float32 values a layer reads from a .weights file, in file order.
+
+    `name` is the module-relative state_dict key it fills (e.g. ``conv.weight``). `kind` is one of
+    bias/scale/mean/variance/weight/other. `transposed`: the file holds the tensor's 2-D view
+    ([out][rest]) transposed; `header_transposed`: only when the file header's transpose flag is set.
+    """
+
+    name: str
+    count: int
+    kind: str
+    transposed: bool = False
+    header_transposed: bool = False
+
+
+@dataclass(frozen=True)
+class Parsed:
+    """What a section parser returns: the typed options and everything derived from them."""
+
+    options: Any
+    out_shape: Shape
+    inputs: tuple[int, ...] | None = None  # absolute indices; None = the previous layer only
+    bflops: float = 0.0
+    segments: tuple[Segment, ...] = ()
+    params: tuple[int, ...] = ()  # layer indices whose parameters this layer uses (share_index)
+
+
+@dataclass(frozen=True)
+class LayerSpec:
+    """One Darknet layer: its type, typed options, absolute inputs, shapes and weights layout."""
+
+    index: int
+    type: str  # canonical type name, e.g. "convolutional"
+    header: str  # section name as written, e.g. "conv"
+    loc: Location
+    inputs: tuple[int, ...]
+    in_shape: Shape
+    out_shape: Shape
+    options: Any
+    bflops: float
+    segments: tuple[Segment, ...]
+    params: tuple[int, ...] = ()
+
+    @property
+    def weight_count(self) -> int:
+        return sum(s.count for s in self.segments)
+
+
+@dataclass(frozen=True)
+class NetOptions:
+    """The `[net]` section's inference-relevant options."""
+
+    width: int
+    height: int
+    channels: int
+    inputs: int
+    batch: int
+    letter_box: int
+    loc: Location
+
+    @property
+    def input_shape(self) -> Shape:
+        if self.width * self.height * self.channels:
+            return Shape(self.channels, self.height, self.width)
+        return Shape(self.inputs, 1, 1)
+
+
+@dataclass
+class Network:
+    """A parsed cfg: `[net]` options plus layer specs, index i = Darknet's layer i."""
+
+    net: NetOptions
+    layers: list[LayerSpec]
+    path: str | None = None
+    source: str = ""
+
+    def __len__(self) -> int:
+        return len(self.layers)
+
+    def __getitem__(self, i: int) -> LayerSpec:
+        return self.layers[i]
+
+    def __iter__(self):
+        return iter(self.layers)
+
+    @property
+    def output_layers(self) -> list[int]:
+        """Darknet's output layers: detection heads, else the last layer that is not [cost]."""
+        heads = [l.index for l in self.layers if section_type(l.type).is_output]
+        if heads:
+            return heads
+        for layer in reversed(self.layers):
+            if layer.type != "cost":
+                return [layer.index]
+        return [len(self.layers) - 1]
+
+    @property
+    def total_bflops(self) -> float:
+        """Darknet's "Total BFLOPS": a float32 running sum of the positive per-layer figures."""
+        total = np.float32(0)
+        for layer in self.layers:
+            if layer.bflops > 0:
+                total = np.float32(total + np.float32(layer.bflops))
+        return float(total)
+
+    @property
+    def weight_count(self) -> int:
+        return sum(l.weight_count for l in self.layers)
+
+
+class Context:
+    """What a section parser may ask about the graph built so far."""
+
+    def __init__(self, net: NetOptions, layers: list[LayerSpec], index: int, opts: Options) -> None:
+        self.net = net
+        self.layers = layers
+        self.index = index
+        self.opts = opts
+
+    @property
+    def in_shape(self) -> Shape:
+        return self.layers[-1].out_shape if self.layers else self.net.input_shape
+
+    def shape(self, index: int) -> Shape:
+        return self.net.input_shape if index == NETWORK_INPUT else self.layers[index].out_shape
+
+    def resolve(self, value: int, key: str) -> int:
+        """Darknet's index rule: negative is relative to this layer, zero or positive is absolute."""
+        absolute = self.index + value if value < 0 else value
+        if absolute < 0:
+            raise self.opts.error(f"{key} index {value} points before layer 0", key)
+        if absolute >= self.index:
+            raise self.opts.error(
+                f"{key} index {value} points to layer {absolute}, which is not before this "
+                f"layer ({self.index})", key)
+        return absolute
+
+    def require_image(self, what: str) -> Shape:
+        shape = self.in_shape
+        if shape.size <= 0:
+            raise self.opts.error(f"the input of {what} is empty ({shape})")
+        return shape
+
+
+SectionParser = Callable[[Options, Context], Parsed]
+
+
+@dataclass(frozen=True)
+class SectionType:
+    """A section type: how to read it (no torch) and, registered separately, how to build it."""
+
+    name: str
+    parse: SectionParser
+    aliases: tuple[str, ...] = ()
+    is_output: bool = False
+    accepted: frozenset[str] = frozenset()  # keys Darknet reads that do not change inference
+
+
+_TYPES: dict[str, SectionType] = {}
+_ALIASES: dict[str, str] = {}
+
+
+def register_section(name: str, parse: SectionParser, *, aliases: Iterable[str] = (),
+                     is_output: bool = False, accepted: Iterable[str] = (),
+                     replace: bool = False) -> SectionType:
+    """Register a section type (and its header aliases). Users call this for their own sections."""
+    aliases = tuple(aliases)
+    for header in (name, *aliases):
+        owner = _ALIASES.get(header)
+        if owner is not None and owner != name and not replace:
+            raise ValueError(f"section header [{header}] is already registered for {owner!r}")
+    st = SectionType(name, parse, aliases, is_output, frozenset(accepted))
+    _TYPES[name] = st
+    for header in (name, *aliases):
+        _ALIASES[header] = name
+    return st
+
+
+def canonical_type(header: str) -> str | None:
+    return _ALIASES.get(header)
+
+
+def section_type(name: str) -> SectionType:
+    return _TYPES[name]
+
+
+# Keys Darknet reads for every layer in parse_network_cfg's loop; none changes inference here.
+COMMON_KEYS = frozenset({
+    "stopbackward", "dontload", "dontloadscales", "learning_rate", "learning_rate_scale",
+    "dont_update", "burnin_update", "train_only_bn", "onlyforward", "clip", "train",
+    "dontsave", "dontsavescales", "smooth", "use_bin_output",
+})
+
+
+def parse(source: str | Path | Network, *, width: int | None = None, height: int | None = None,
+          channels: int | None = None) -> Network:
+    """Read a cfg (path or text) into a :class:`Network`; width/height/channels override [net]."""
+    if isinstance(source, Network):
+        if width is None and height is None and channels is None:
+            return source
+        return parse_text(source.source, source.path, width=width, height=height, channels=channels)
+    text, path = _read_source(source)
+    return parse_text(text, path, width=width, height=height, channels=channels)
+
+
+def _read_source(source: str | Path) -> tuple[str, str | None]:
+    if isinstance(source, Path) or ("\n" not in source and "[" not in source):
+        path = str(source)
+        try:
+            data = Path(path).read_bytes()
+        except OSError as exc:
+            raise CfgError(f"cannot read cfg file: {exc.strerror or exc}", Location(path)) from None
+        try:
+            return data.decode("utf-8"), path
+        except UnicodeDecodeError:
+            return data.decode("latin-1"), path
+    return source, None
+
+
+def parse_text(text: str, path: str | None = None, *, width: int | None = None,
+               height: int | None = None, channels: int | None = None) -> Network:
+    sections = lex(text, path)
+    if not sections:
+        raise CfgError("no sections: a cfg starts with [net]", Location(path))
+    first = sections[0]
+    if canonical_type(first.header) != "net":
+        raise CfgError(f"the first section must be [net] or [network], not [{first.header}]",
+                       Location(path, first.line, None, first.header))
+    net = _parse_net(first, path, width, height, channels)
+    layers: list[LayerSpec] = []
+    for index, section in enumerate(sections[1:]):
+        layers.append(_parse_layer(section, path, index, net, layers))
+    return Network(net, layers, path, text)
+
+
+def _warn_unused(opts: Options) -> None:
+    for opt in opts.unused():
+        warn_at(f"unused option {opt.key!r} (Darknet ignores it too)", opts.loc(opt))
+
+
+def _parse_net(section: RawSection, path: str | None, width: int | None, height: int | None,
+               channels: int | None) -> NetOptions:
+    opts = Options(section, path)
+    st = section_type("net")
+    opts.accept(st.accepted)
+    w = opts.int("width", 0)
+    h = opts.int("height", 0)
+    c = opts.int("channels", 0)
+    w, h, c = (width if width is not None else w, height if height is not None else h,
+               channels if channels is not None else c)
+    inputs = opts.int("inputs", w * h * c)
+    batch = opts.int("batch", 1)
+    letter_box = opts.int("letter_box", 0)
+    for key, value in (("width", w), ("height", h), ("channels", c), ("inputs", inputs)):
+        if value < 0:
+            raise opts.error(f"{key}={value} must not be negative", key)
+    if not (w * h * c) and inputs <= 0:
+        raise opts.error("[net] gives no input size: set width, height and channels (or inputs)")
+    _warn_unused(opts)
+    return NetOptions(w, h, c, inputs, batch, letter_box, opts.loc())
+
+
+def _parse_layer(section: RawSection, path: str | None, index: int, net: NetOptions,
+                 layers: list[LayerSpec]) -> LayerSpec:
+    opts = Options(section, path, index)
+    name = canonical_type(section.header)
+    if name is None:
+        raise CfgError(f"unknown section type [{section.header}]", opts.loc())
+    if name == "net":
+        raise CfgError(f"[{section.header}] may only be the first section", opts.loc())
+    st = section_type(name)
+    opts.accept(COMMON_KEYS | st.accepted)
+    ctx = Context(net, layers, index, opts)
+    parsed = st.parse(opts, ctx)
+    if parsed.out_shape.size <= 0:
+        raise CfgError(f"output shape {parsed.out_shape} is empty", opts.loc())
+    _warn_unused(opts)
+    inputs = parsed.inputs if parsed.inputs is not None else (index - 1,)
+    return LayerSpec(index=index, type=name, header=section.header, loc=opts.loc(), inputs=inputs,
+                     in_shape=ctx.in_shape, out_shape=parsed.out_shape, options=parsed.options,
+                     bflops=float(np.float32(parsed.bflops)), segments=parsed.segments,
+                     params=parsed.params)

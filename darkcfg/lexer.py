@@ -1,0 +1,96 @@
+"""Cfg text → raw sections. The only module that looks at characters.
+
+Follows Darknet's `read_cfg`: every whitespace character is removed from a line before it is looked
+at (so `layers = -1 , 0` reads as `layers=-1,0`), lines starting with `#` or `;` are comments, `[x]`
+opens a section, anything else is `key=value`. Darknet's oddities are kept but warned about.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .errors import CfgError, Location, warn_at
+
+__all__ = ["RawOption", "RawSection", "lex"]
+
+_WHITESPACE = " \t\r\n\v\f"
+
+
+@dataclass(frozen=True)
+class RawOption:
+    key: str
+    value: str
+    line: int
+    column: int  # 1-based column of the value's first character in the original line
+
+
+@dataclass
+class RawSection:
+    header: str  # as written between the brackets, whitespace removed, e.g. "conv"
+    line: int
+    options: list[RawOption] = field(default_factory=list)
+
+
+def _squeeze(text: str) -> str:
+    return "".join(ch for ch in text if ch not in _WHITESPACE)
+
+
+def _value_column(raw: str, eq_pos_in_squeezed: int) -> int:
+    """Column (1-based) in the raw line of the character after the `=` Darknet splits on."""
+    seen = -1
+    for col, ch in enumerate(raw):
+        if ch in _WHITESPACE:
+            continue
+        seen += 1
+        if seen == eq_pos_in_squeezed:
+            rest = raw[col + 1 :]
+            return col + 2 + (len(rest) - len(rest.lstrip(_WHITESPACE)))
+    return len(raw) + 1
+
+
+def lex(text: str, path: str | None = None) -> list[RawSection]:
+    """Split cfg text into sections of raw options, with line and column of every value."""
+    sections: list[RawSection] = []
+    for lineno, raw in enumerate(text.splitlines(), start=1):
+        line = _squeeze(raw)
+        if not line or line[0] in "#;":
+            continue
+        if line[0] == "[":
+            sections.append(_header(line, raw, lineno, path))
+            continue
+        if not sections:
+            raise CfgError(f"option {line!r} before any [section]",
+                           Location(path, lineno, _first_col(raw)))
+        section = sections[-1]
+        eq = line.find("=")
+        loc = Location(path, lineno, _first_col(raw), section.header)
+        if eq < 0:
+            warn_at(f"line {line!r} has no '=' and is ignored", loc)
+            continue
+        if eq == len(line) - 1:
+            # Darknet rejects `key=` ("Config file error"): the option keeps its default.
+            warn_at(f"option {line[:-1]!r} has an empty value and is ignored", loc)
+            continue
+        if eq == 0:
+            warn_at(f"line {line!r} has no key and is ignored", loc)
+            continue
+        section.options.append(RawOption(line[:eq], line[eq + 1 :], lineno, _value_column(raw, eq)))
+    return sections
+
+
+def _first_col(raw: str) -> int:
+    return len(raw) - len(raw.lstrip(_WHITESPACE)) + 1
+
+
+def _header(line: str, raw: str, lineno: int, path: str | None) -> RawSection:
+    end = line.find("]")
+    loc = Location(path, lineno, _first_col(raw))
+    if end < 0:
+        raise CfgError(f"section header {line!r} is missing its closing ']'", loc)
+    name = line[1:end]
+    if not name:
+        raise CfgError("empty section header '[]'", loc)
+    trailing = line[end + 1 :]
+    if trailing and trailing[0] not in "#;":
+        raise CfgError(f"unexpected text {trailing!r} after section header [{name}]", loc)
+    return RawSection(name, lineno)

@@ -1,0 +1,141 @@
+"""DarknetModel: the torch module of a parsed network, and its execution plan.
+
+Layer i of ``model.layers`` is Darknet's layer i. Forward runs only the layers the requested
+outputs depend on and drops each intermediate output as soon as no later layer needs it.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+from torch import Tensor, nn
+
+from .errors import CfgError
+from .graph import NETWORK_INPUT, Network, parse
+from .layers import builder_for
+from .weights import LoadReport, WeightsHeader, load_weights, save_weights
+
+__all__ = ["DarknetModel", "build", "load"]
+
+
+class DarknetModel(nn.Module):
+    """A Darknet network as a torch module; ``model(x)`` returns the outputs of `out_indices`."""
+
+    def __init__(self, network: Network, out_indices: Sequence[int] | None = None) -> None:
+        super().__init__()
+        self.network = network
+        self.layers = nn.ModuleList(self._build_layer(spec) for spec in network.layers)
+        self._tie_shared_parameters()
+        self.weights_header: WeightsHeader | None = None
+        self.last_load: LoadReport | None = None
+        self.out_indices = out_indices  # property: validates and plans
+
+    # -- construction ---------------------------------------------------------------------------
+    @staticmethod
+    def _build_layer(spec) -> nn.Module:
+        builder = builder_for(spec.type)
+        if builder is None:
+            raise CfgError(f"no torch builder is registered for [{spec.header}]", spec.loc)
+        return builder(spec)
+
+    def _tie_shared_parameters(self) -> None:
+        """share_index: the layer uses its owner's weights and BN tensors (same objects)."""
+        for spec in self.network.layers:
+            for owner in spec.params:
+                mine, theirs = self.layers[spec.index], self.layers[owner]
+                for name, param in list(theirs.named_parameters(recurse=True)):
+                    mod, _, attr = name.rpartition(".")
+                    setattr(mine.get_submodule(mod), attr, param)
+                for name, buf in list(theirs.named_buffers(recurse=True)):
+                    mod, _, attr = name.rpartition(".")
+                    setattr(mine.get_submodule(mod), attr, buf)
+
+    @property
+    def out_indices(self) -> list[int]:
+        return list(self._out_indices)
+
+    @out_indices.setter
+    def out_indices(self, value: Sequence[int] | None) -> None:
+        n = len(self.layers)
+        chosen = list(self.network.output_layers if value is None else value)
+        resolved = []
+        for i in chosen:
+            j = i + n if i < 0 else i
+            if not 0 <= j < n:
+                raise IndexError(f"out index {i} is outside the network's {n} layers")
+            resolved.append(j)
+        self._out_indices = tuple(resolved)
+        self._plan()
+
+    def _plan(self) -> None:
+        """Which layers run, and after which layer each kept output can be dropped."""
+        specs = self.network.layers
+        needed = set(self._out_indices)
+        for spec in reversed(specs):
+            if spec.index in needed:
+                needed.update(j for j in spec.inputs if j != NETWORK_INPUT)
+        self._run = tuple(i for i in range(len(specs)) if i in needed)
+        last_use: dict[int, int] = {}
+        for i in self._run:
+            for j in specs[i].inputs:
+                last_use[j] = i
+        for j in self._out_indices:
+            last_use[j] = len(specs)  # kept to the end
+        self._steps = tuple(
+            (i, specs[i].inputs, i in last_use,
+             tuple(sorted({j for j in specs[i].inputs if last_use.get(j) == i})))
+            for i in self._run)
+
+    # -- execution ------------------------------------------------------------------------------
+    def forward(self, x: Tensor) -> list[Tensor]:
+        if x.dim() != 4:
+            raise ValueError(f"expected an (N, C, H, W) tensor, got shape {tuple(x.shape)}")
+        cache: dict[int, Tensor] = {NETWORK_INPUT: x}
+        layers = self.layers
+        for i, inputs, keep, free in self._steps:
+            if len(inputs) == 1:
+                y = layers[i](cache[inputs[0]])
+            else:
+                y = layers[i](*[cache[j] for j in inputs])
+            for j in free:
+                del cache[j]
+            if keep:
+                cache[i] = y
+        return [cache[i] for i in self._out_indices]
+
+    # -- weights --------------------------------------------------------------------------------
+    def load_darknet_weights(self, path: str | os.PathLike, *, strict: bool = True,
+                             cutoff: int | None = None) -> LoadReport:
+        """Load a Darknet .weights file; strict=False loads the prefix of a longer file."""
+        report = load_weights(self.network, self.layers, path, strict=strict, cutoff=cutoff)
+        self.weights_header = report.header
+        self.last_load = report
+        return report
+
+    def save_darknet_weights(self, path: str | os.PathLike, *, cutoff: int | None = None) -> None:
+        """Write a Darknet .weights file (the loaded file's header, else version 0.2.5)."""
+        save_weights(self.network, self.layers, path, self.weights_header, cutoff=cutoff)
+
+    def extra_repr(self) -> str:
+        name = Path(self.network.path).name if self.network.path else "<text>"
+        return f"cfg={name}, out_indices={list(self._out_indices)}"
+
+
+def build(net_or_path: Network | str | os.PathLike, out_indices: Sequence[int] | None = None,
+          **parse_overrides: int) -> DarknetModel:
+    """Build the torch model of a parsed network, a cfg path or cfg text."""
+    network = net_or_path if isinstance(net_or_path, Network) and not parse_overrides \
+        else parse(net_or_path, **parse_overrides)
+    return DarknetModel(network, out_indices)
+
+
+def load(cfg: Network | str | os.PathLike, weights: str | os.PathLike | None = None, *,
+         out_indices: Sequence[int] | None = None, strict: bool = True,
+         **parse_overrides: int) -> DarknetModel:
+    """Build a model and, when given, load its Darknet .weights file."""
+    model = build(cfg, out_indices, **parse_overrides)
+    if weights is not None:
+        model.load_darknet_weights(weights, strict=strict)
+    return model.eval()
