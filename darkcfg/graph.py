@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from ._keys import ACCEPTED_KEYS
 from .errors import CfgError, Location, warn_at
 from .lexer import RawSection, lex
 from .options import Options
@@ -234,12 +235,8 @@ def section_type(name: str) -> SectionType:
     return _TYPES[name]
 
 
-# Keys Darknet reads for every layer in parse_network_cfg's loop; none changes inference here.
-COMMON_KEYS = frozenset({
-    "stopbackward", "dontload", "dontloadscales", "learning_rate", "learning_rate_scale",
-    "dont_update", "burnin_update", "train_only_bn", "onlyforward", "clip", "train",
-    "dontsave", "dontsavescales", "smooth", "use_bin_output",
-})
+# Keys Darknet reads for every layer in parse_network_cfg's loop (training options).
+COMMON_KEYS = ACCEPTED_KEYS["*"]
 
 
 def parse(source: str | Path | Network, *, width: int | None = None, height: int | None = None,

@@ -77,6 +77,9 @@ class Convolutional(nn.Module):
                               padding=o.padding * d if self.exact else 0, dilation=d,
                               groups=o.groups, bias=not o.batch_normalize)
         self.bn = nn.BatchNorm2d(o.filters, eps=1e-5) if o.batch_normalize else None
+        if self.bn is not None and o.dontloadscales:
+            # Darknet never reads these and keeps its initial values: variance 0, not 1.
+            self.bn.running_var.zero_()
         self.act = Activation(o.activation)
 
     def forward(self, x: Tensor) -> Tensor:

@@ -85,16 +85,26 @@ class Options:
         opt = self._raw(key)
         if opt is None:
             return default
-        return tuple(self._to_int(opt, p) for p in _split_list(opt.value))
+        return tuple(self._to_int(opt, p) for p in self._split_list(opt))
 
     def floats(self, key: str, default: tuple[float, ...] | None = None) -> tuple[float, ...] | None:
         opt = self._raw(key)
         if opt is None:
             return default
-        return tuple(self._to_float(opt, p) for p in _split_list(opt.value))
+        return tuple(self._to_float(opt, p) if p else 0.0 for p in self._split_list(opt))
 
     # -- conversions ----------------------------------------------------------------------------
+    def _split_list(self, opt: RawOption) -> list[str]:
+        """Darknet counts commas and atoi()s each piece, so an empty piece reads as 0."""
+        parts = opt.value.split(",")
+        if "" in parts:
+            warn_at(f"{opt.key}={opt.value!r} has an empty list item, which Darknet reads as 0",
+                    self.loc(opt))
+        return parts
+
     def _to_int(self, opt: RawOption, text: str) -> int:
+        if not text:
+            return 0
         m = _INT_PREFIX.match(text)
         if m is None:
             raise CfgError(f"{opt.key}={opt.value!r} is not an integer", self.loc(opt))
@@ -122,10 +132,3 @@ class Options:
         raise CfgError(f"{opt.key}={opt.value!r} has unexpected text {tail!r} after the number",
                        self.loc(opt))
 
-
-def _split_list(value: str) -> list[str]:
-    # Darknet splits on ',' and atoi()s each piece; a trailing ',' adds nothing.
-    parts = value.split(",")
-    if parts and parts[-1] == "":
-        parts.pop()
-    return parts

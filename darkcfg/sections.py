@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from ._keys import ACCEPTED_KEYS
 from .activations import read_activation
 from .graph import Context, Parsed, Segment, Shape, cdiv, register_section
+from .errors import warn_at
 from .options import Options
 
 __all__ = [
@@ -127,6 +128,9 @@ def parse_convolutional(opts: Options, ctx: Context) -> Parsed:
     o = ConvolutionalOptions(filters, size, stride_x, stride_y, padding, dilation, groups, bool(bn),
                              activation, share_index, flipped, bool(opts.int("dontload", 0)),
                              bool(opts.int("dontloadscales", 0)))
+    if o.batch_normalize and o.dontloadscales:
+        warn_at("dontloadscales=1: the BN scales, mean and variance are not read and keep "
+                "Darknet's initial values (variance 0, so outputs are scaled by ~316)", opts.loc())
     if share_index is not None:
         owner = ctx.layers[share_index]
         if owner.type != "convolutional" or not _same_weights(owner.options, o, owner.in_shape.c, shape.c):
@@ -305,6 +309,8 @@ def parse_softmax(opts: Options, ctx: Context) -> Parsed:
     temperature = opts.float("temperature", 1.0)
     if temperature == 0:
         raise opts.error("temperature=0 is not allowed", "temperature")
+    if opts.str("tree", None) is not None:
+        raise opts.error("tree= (softmax tree) is not supported yet", "tree")
     opts.int("spatial", 0)  # GPU-only in Darknet; the CPU path is the flat softmax
     return Parsed(SoftmaxOptions(groups, temperature), shape)
 
