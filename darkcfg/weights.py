@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -74,6 +73,28 @@ def read_header(data: bytes | memoryview, path: str = "") -> WeightsHeader:
     return WeightsHeader(major, minor, revision, seen)
 
 
+def _read_file(path: str) -> tuple[WeightsHeader, np.ndarray]:
+    """One pass over the file: the header, then the body as one aligned, writable float32 array."""
+    loc = Location(path)
+    try:
+        with open(path, "rb") as fh:
+            size = os.fstat(fh.fileno()).st_size
+            head = fh.read(20)
+            header = read_header(head, path)
+            fh.seek(header.nbytes)
+            body = size - header.nbytes
+            if body % 4:
+                raise WeightsError(f"weights file body is {body} bytes, not a whole number of "
+                                   f"float32 values", loc)
+            floats = np.fromfile(fh, "<f4", body // 4)
+    except OSError as exc:
+        raise WeightsError(f"cannot read weights file: {exc.strerror or exc}", loc) from None
+    if len(floats) != body // 4:
+        raise WeightsError(f"weights file changed while it was read ({len(floats)} of "
+                           f"{body // 4} floats)", loc)
+    return header, floats
+
+
 def _layer_desc(spec: LayerSpec) -> str:
     return f"layer {spec.index} ([{spec.header}] at line {spec.loc.line})"
 
@@ -105,16 +126,7 @@ def load_weights(network: Network, layers: nn.ModuleList, path: str | os.PathLik
     """Read `path` into `layers` (built from `network`); see DarknetModel.load_darknet_weights."""
     path = str(path)
     loc = Location(path)
-    try:
-        data = Path(path).read_bytes()
-    except OSError as exc:
-        raise WeightsError(f"cannot read weights file: {exc.strerror or exc}", loc) from None
-    header = read_header(data, path)
-    body = len(data) - header.nbytes
-    if body % 4:
-        raise WeightsError(f"weights file body is {body} bytes, not a whole number of float32 "
-                           f"values", loc)
-    floats = np.frombuffer(data, "<f4", body // 4, header.nbytes)
+    header, floats = _read_file(path)
     stop = len(network.layers) if cutoff is None else max(0, min(cutoff, len(network.layers)))
     pending: list[tuple[torch.Tensor, torch.Tensor]] = []
     pos = 0
