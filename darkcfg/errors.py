@@ -24,14 +24,14 @@ class Location:
     index: int | None = None  # Darknet layer index of the section (None for [net])
 
     def describe(self) -> str:
+        """`at FILE line N, in [section] #i`; the column stays an attribute, as in the messages
+        Darknet users know (it names lines, not columns)."""
         parts: list[str] = []
         where = ""
         if self.path is not None:
             where = Path(self.path).name
         if self.line is not None:
             where = f"{where} line {self.line}" if where else f"line {self.line}"
-            if self.column is not None:
-                where += f", column {self.column}"
         if where:
             parts.append(f"at {where}")
         if self.section is not None:

@@ -175,15 +175,16 @@ class Context:
     def shape(self, index: int) -> Shape:
         return self.net.input_shape if index == NETWORK_INPUT else self.layers[index].out_shape
 
-    def resolve(self, value: int, key: str) -> int:
-        """Darknet's index rule: negative is relative to this layer, zero or positive is absolute."""
+    def resolve(self, value: int, key: str, what: str) -> int:
+        """Darknet's index rule: negative is relative to this layer, zero or positive is absolute.
+
+        `what` names the index in messages, e.g. "route index" for `[route] layers=`."""
         absolute = self.index + value if value < 0 else value
         if absolute < 0:
-            raise self.opts.error(f"{key} index {value} points before layer 0", key)
+            raise self.opts.error(f"{what} {value} points before layer 0", key)
         if absolute >= self.index:
-            raise self.opts.error(
-                f"{key} index {value} points to layer {absolute}, which is not before this "
-                f"layer ({self.index})", key)
+            raise self.opts.error(f"{what} {value} points to layer {absolute}, which is not "
+                                  f"before this layer", key)
         return absolute
 
     def require_image(self, what: str) -> Shape:

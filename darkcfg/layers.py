@@ -59,6 +59,22 @@ class Activation(nn.Module):
         return self.name
 
 
+class BatchNorm2d(nn.BatchNorm2d):
+    """BatchNorm with Darknet's eps (1e-5 inside the sqrt) and no `num_batches_tracked` key."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__(channels, eps=1e-5)
+        self.register_buffer("num_batches_tracked", None)
+
+
+class BatchNorm1d(nn.BatchNorm1d):
+    """BatchNorm for [connected] layers, same conventions as :class:`BatchNorm2d`."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__(channels, eps=1e-5)
+        self.register_buffer("num_batches_tracked", None)
+
+
 def _window_pads(extent: int, out: int, size: int, stride: int, before: int) -> tuple[int, int]:
     """Padding (before, after) so a plain window op yields exactly `out` positions; after may be <0."""
     return before, (out - 1) * stride + size - extent - before
@@ -76,7 +92,7 @@ class Convolutional(nn.Module):
         self.conv = nn.Conv2d(in_c, o.filters, o.size, stride=(o.stride_y, o.stride_x),
                               padding=o.padding * d if self.exact else 0, dilation=d,
                               groups=o.groups, bias=not o.batch_normalize)
-        self.bn = nn.BatchNorm2d(o.filters, eps=1e-5) if o.batch_normalize else None
+        self.bn = BatchNorm2d(o.filters) if o.batch_normalize else None
         if self.bn is not None and o.dontloadscales:
             # Darknet never reads these and keeps its initial values: variance 0, not 1.
             self.bn.running_var.zero_()
@@ -272,7 +288,7 @@ class Connected(nn.Module):
     def __init__(self, inputs: int, o: ConnectedOptions) -> None:
         super().__init__()
         self.fc = nn.Linear(inputs, o.outputs, bias=not o.batch_normalize)
-        self.bn = nn.BatchNorm1d(o.outputs, eps=1e-5) if o.batch_normalize else None
+        self.bn = BatchNorm1d(o.outputs) if o.batch_normalize else None
         self.act = Activation(o.activation)
 
     def forward(self, x: Tensor) -> Tensor:

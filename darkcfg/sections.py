@@ -119,7 +119,7 @@ def parse_convolutional(opts: Options, ctx: Context) -> Parsed:
     share = opts.int("share_index", -1_000_000_000)
     share_index = None
     if share != -1_000_000_000:
-        share_index = ctx.resolve(share, "share_index")
+        share_index = ctx.resolve(share, "share_index", "share_index")
     flipped = bool(opts.int("flipped", 0))
     for key in ("xnor", "antialiasing", "deform", "assisted_excitation"):
         if opts.int(key, 0):
@@ -164,7 +164,7 @@ def parse_route(opts: Options, ctx: Context) -> Parsed:
     raw = opts.ints("layers")
     if not raw:
         raise opts.error("[route] needs layers=")
-    layers = tuple(ctx.resolve(v, "layers") for v in raw)
+    layers = tuple(ctx.resolve(v, "layers", "route index") for v in raw)
     groups = _positive(opts, "groups", opts.int("groups", 1))
     group_id = opts.int("group_id", 0)
     if not 0 <= group_id < groups:
@@ -199,7 +199,7 @@ def parse_shortcut(opts: Options, ctx: Context) -> Parsed:
         raise opts.error("[shortcut] needs from=")
     if ctx.index == 0:
         raise opts.error("[shortcut] cannot be the first layer")
-    sources = tuple(ctx.resolve(v, "from") for v in raw)
+    sources = tuple(ctx.resolve(v, "from", "shortcut index") for v in raw)
     weights_type = opts.str("weights_type", "none")
     if weights_type != "none":
         raise opts.error(f"weights_type={weights_type} is not supported yet", "weights_type")
