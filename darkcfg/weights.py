@@ -114,6 +114,11 @@ def _from_file(values: np.ndarray, target: torch.Tensor, seg: Segment, header: W
     return t.reshape(target.shape)
 
 
+def _can_alias(target: torch.Tensor, values: torch.Tensor) -> bool:
+    return (target.device.type == "cpu" and target.dtype == values.dtype == torch.float32
+            and values.is_contiguous() and not target.is_inference())
+
+
 def _to_file(tensor: torch.Tensor, seg: Segment, header: WeightsHeader) -> np.ndarray:
     t = tensor.detach().to("cpu", torch.float32)
     if seg.transposed or (seg.header_transposed and header.transpose):
@@ -150,9 +155,15 @@ def load_weights(network: Network, layers: nn.ModuleList, path: str | os.PathLik
             f"the first {pos} floats anyway", loc)
     if left:
         warn_at(f"loaded the first {pos} floats of {path}; {left} floats were left unread", None)
+    # When the file is used whole, tensors become views of the one buffer read (no second copy);
+    # a prefix load copies, so the unread rest of a large file is not kept alive.
+    share = left == 0
     with torch.no_grad():
         for target, values in pending:
-            target.copy_(values)
+            if share and _can_alias(target, values):
+                target.set_(values)
+            else:
+                target.copy_(values)
     return LoadReport(path, header, stop, pos, left)
 
 
