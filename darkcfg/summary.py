@@ -66,11 +66,11 @@ def rows(network: Network) -> list[Row]:
 
 def format_table(network: Network) -> str:
     """The layer table plus Darknet's `Total BFLOPS` line (same float32 sum, same 3 decimals)."""
-    head = (f"{'layer':>5}  {'type':<12} {'filters':>7}  {'size/strd(dil)':<15} {'from':<12} "
+    head = (f"{'layer':>5}  {'type':<12} {'filters':>7}  {'size/strd(dil)':<15} {'from':<15} "
             f"{'input':>17} -> {'output':<17} {'BFLOPs':>8} {'weights':>11}")
     lines = [head]
     for r in rows(network):
-        lines.append(f"{r.index:>5}  {r.type:<12} {r.filters:>7}  {r.window:<15} {r.inputs:<12} "
+        lines.append(f"{r.index:>5}  {r.type:<12} {r.filters:>7}  {r.window:<15} {r.inputs:<15} "
                      f"{r.input:>17} -> {r.output:<17} {r.bflops:>8.3f} {r.params:>11,}")
     net = network.net
     lines.append(f"input {net.width} x {net.height} x {net.channels}, {len(network.layers)} layers, "
