@@ -6,6 +6,7 @@ graph can be checked against Darknet's own layer table before any tensor exists.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -240,7 +241,7 @@ def section_type(name: str) -> SectionType:
 COMMON_KEYS = ACCEPTED_KEYS["*"]
 
 
-def parse(source: str | Path | Network, *, width: int | None = None, height: int | None = None,
+def parse(source: str | os.PathLike | Network, *, width: int | None = None, height: int | None = None,
           channels: int | None = None) -> Network:
     """Read a cfg (path or text) into a :class:`Network`; width/height/channels override [net]."""
     if isinstance(source, Network):
@@ -251,18 +252,19 @@ def parse(source: str | Path | Network, *, width: int | None = None, height: int
     return parse_text(text, path, width=width, height=height, channels=channels)
 
 
-def _read_source(source: str | Path) -> tuple[str, str | None]:
-    if isinstance(source, Path) or ("\n" not in source and "[" not in source):
-        path = str(source)
-        try:
-            data = Path(path).read_bytes()
-        except OSError as exc:
-            raise CfgError(f"cannot read cfg file: {exc.strerror or exc}", Location(path)) from None
-        try:
-            return data.decode("utf-8"), path
-        except UnicodeDecodeError:
-            return data.decode("latin-1"), path
-    return source, None
+def _read_source(source: str | os.PathLike) -> tuple[str, str | None]:
+    """A Path, or a str naming an existing file or without any '[' or newline, is a path; else text."""
+    if isinstance(source, str) and ("\n" in source or ("[" in source and not os.path.exists(source))):
+        return source, None
+    path = os.fspath(source)
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise CfgError(f"cannot read cfg file: {exc.strerror or exc}", Location(path)) from None
+    try:
+        return data.decode("utf-8"), path
+    except UnicodeDecodeError:
+        return data.decode("latin-1"), path
 
 
 def parse_text(text: str, path: str | None = None, *, width: int | None = None,

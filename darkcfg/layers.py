@@ -303,6 +303,11 @@ def build_connected(spec: LayerSpec) -> nn.Module:
     return Connected(spec.in_shape.size, spec.options)
 
 
+@_builds("activation")
+def build_activation(spec: LayerSpec) -> nn.Module:
+    return Activation(spec.options.activation)
+
+
 class Yolo(nn.Module):
     """Darknet's [yolo] l.output: logistic on x, y, objectness and classes (unless new_coords),
     then x, y ← x·scale_x_y − (scale_x_y − 1)/2. Boxes are decoded elsewhere."""

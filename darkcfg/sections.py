@@ -16,7 +16,7 @@ from .options import Options
 
 __all__ = [
     "ConvolutionalOptions", "RouteOptions", "ShortcutOptions", "MaxpoolOptions", "UpsampleOptions",
-    "AvgpoolOptions", "DropoutOptions", "SoftmaxOptions", "ConnectedOptions", "YoloOptions",
+    "AvgpoolOptions", "DropoutOptions", "ActivationOptions", "SoftmaxOptions", "ConnectedOptions", "YoloOptions",
     "conv_segments",
 ]
 
@@ -339,6 +339,18 @@ def parse_connected(opts: Options, ctx: Context) -> Parsed:
     if opts.int("dontload", 0):
         segs = []
     return Parsed(o, Shape(outputs, 1, 1), segments=tuple(segs))
+
+
+# --- [activation] ----------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class ActivationOptions:
+    activation: str
+
+
+@_register("activation")
+def parse_activation(opts: Options, ctx: Context) -> Parsed:
+    return Parsed(ActivationOptions(read_activation(opts, "linear")), ctx.in_shape)
 
 
 # --- [yolo] -----------------------------------------------------------------------------------
