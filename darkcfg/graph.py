@@ -188,6 +188,13 @@ class Context:
                                   f"before this layer", key)
         return absolute
 
+    def layer_list(self, key: str, what: str) -> tuple[int, ...]:
+        """A required list of layer indices (`layers=`, `from=`), resolved to absolute indices."""
+        raw = self.opts.ints(key)
+        if not raw:
+            raise self.opts.error(f"[{self.opts.section.header}] needs {key}=")
+        return tuple(self.resolve(v, key, what) for v in raw)
+
     def require_image(self, what: str) -> Shape:
         shape = self.in_shape
         if shape.size <= 0:

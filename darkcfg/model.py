@@ -125,10 +125,13 @@ class DarknetModel(nn.Module):
 
 def build(net_or_path: Network | str | os.PathLike, out_indices: Sequence[int] | None = None,
           **parse_overrides: int) -> DarknetModel:
-    """Build the torch model of a parsed network, a cfg path or cfg text."""
+    """Build the torch model of a parsed network, a cfg path or cfg text.
+
+    The model starts in eval mode, i.e. Darknet's inference (BN uses the rolling statistics);
+    call ``.train()`` to train it."""
     network = net_or_path if isinstance(net_or_path, Network) and not parse_overrides \
         else parse(net_or_path, **parse_overrides)
-    return DarknetModel(network, out_indices)
+    return DarknetModel(network, out_indices).eval()
 
 
 def load(cfg: Network | str | os.PathLike, weights: str | os.PathLike | None = None, *,
@@ -138,4 +141,4 @@ def load(cfg: Network | str | os.PathLike, weights: str | os.PathLike | None = N
     model = build(cfg, out_indices, **parse_overrides)
     if weights is not None:
         model.load_darknet_weights(weights, strict=strict)
-    return model.eval()
+    return model

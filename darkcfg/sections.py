@@ -161,10 +161,7 @@ class RouteOptions:
 
 @_register("route")
 def parse_route(opts: Options, ctx: Context) -> Parsed:
-    raw = opts.ints("layers")
-    if not raw:
-        raise opts.error("[route] needs layers=")
-    layers = tuple(ctx.resolve(v, "layers", "route index") for v in raw)
+    layers = ctx.layer_list("layers", "route index")
     groups = _positive(opts, "groups", opts.int("groups", 1))
     group_id = opts.int("group_id", 0)
     if not 0 <= group_id < groups:
@@ -194,12 +191,9 @@ class ShortcutOptions:
 
 @_register("shortcut")
 def parse_shortcut(opts: Options, ctx: Context) -> Parsed:
-    raw = opts.ints("from")
-    if not raw:
-        raise opts.error("[shortcut] needs from=")
     if ctx.index == 0:
         raise opts.error("[shortcut] cannot be the first layer")
-    sources = tuple(ctx.resolve(v, "from", "shortcut index") for v in raw)
+    sources = ctx.layer_list("from", "shortcut index")
     weights_type = opts.str("weights_type", "none")
     if weights_type != "none":
         raise opts.error(f"weights_type={weights_type} is not supported yet", "weights_type")

@@ -66,6 +66,11 @@ def test_state_dict_keys_are_frozen() -> None:
     ]
 
 
+def test_models_start_in_inference_mode() -> None:
+    model = darkcfg.build(MIXED)
+    assert not model.training and not model.layers[0].bn.training
+
+
 def test_layer_i_is_darknet_layer_i() -> None:
     model = darkcfg.build(MIXED)
     types = [type(m).__name__ for m in model.layers]
