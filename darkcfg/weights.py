@@ -95,6 +95,12 @@ def _read_file(path: str) -> tuple[WeightsHeader, np.ndarray]:
     return header, floats
 
 
+def _stop(network: Network, cutoff: int | None) -> int:
+    """Number of layers a load or save covers: all, or those below `cutoff`."""
+    n = len(network.layers)
+    return n if cutoff is None else max(0, min(cutoff, n))
+
+
 def _layer_desc(spec: LayerSpec) -> str:
     return f"layer {spec.index} ([{spec.header}] at line {spec.loc.line})"
 
@@ -132,7 +138,7 @@ def load_weights(network: Network, layers: nn.ModuleList, path: str | os.PathLik
     path = str(path)
     loc = Location(path)
     header, floats = _read_file(path)
-    stop = len(network.layers) if cutoff is None else max(0, min(cutoff, len(network.layers)))
+    stop = _stop(network, cutoff)
     pending: list[tuple[torch.Tensor, torch.Tensor]] = []
     pos = 0
     for spec in network.layers[:stop]:
@@ -171,13 +177,10 @@ def save_weights(network: Network, layers: nn.ModuleList, path: str | os.PathLik
                  header: WeightsHeader | None, *, cutoff: int | None = None) -> None:
     """Write layers < cutoff in Darknet's order; `header` None writes version 0.2.5, seen 0."""
     header = header or WeightsHeader(*DEFAULT_VERSION, seen=0)
-    stop = len(network.layers) if cutoff is None else max(0, min(cutoff, len(network.layers)))
-    chunks = [np.frombuffer(header.to_bytes(), np.uint8)]
-    for spec in network.layers[:stop]:
-        module = layers[spec.index]
-        for seg in spec.segments:
-            arr = _to_file(_segment_target(module, seg), seg, header)
-            chunks.append(arr.astype("<f4", copy=False).view(np.uint8))
+    stop = _stop(network, cutoff)
     with open(path, "wb") as fh:
-        for chunk in chunks:
-            fh.write(chunk.tobytes() if not chunk.flags.c_contiguous else memoryview(chunk))
+        fh.write(header.to_bytes())
+        for spec in network.layers[:stop]:
+            module = layers[spec.index]
+            for seg in spec.segments:
+                _to_file(_segment_target(module, seg), seg, header).astype("<f4", copy=False).tofile(fh)
