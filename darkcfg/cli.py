@@ -23,7 +23,8 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--height", type=int, help="override [net] height")
     b.add_argument("--no-strict", action="store_true",
                    help="load the prefix of a weights file that has more layers than the cfg")
-    b.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
+    # Also accepted after the command; SUPPRESS keeps `darkcfg --debug build` from being reset.
+    b.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     return p
 
 
@@ -31,8 +32,7 @@ def _build(args: argparse.Namespace) -> int:
     from .model import build
     from .summary import format_table
 
-    model = build(args.cfg, width=args.width, height=args.height) if (args.width or args.height) \
-        else build(args.cfg)
+    model = build(args.cfg, width=args.width, height=args.height)
     print(format_table(model.network))
     if args.weights:
         report = model.load_darknet_weights(args.weights, strict=not args.no_strict)

@@ -97,3 +97,9 @@ def test_python_dash_m_works_like_the_command(tmp_path) -> None:
     bad = subprocess.run([sys.executable, "-m", "darkcfg", "build", str(tmp_path / "x.cfg")],
                          capture_output=True, text=True)
     assert bad.returncode == 1 and "Traceback" not in bad.stderr
+
+
+@pytest.mark.parametrize("argv", [["--debug", "build"], ["build", "--debug"]])
+def test_debug_shows_the_exception(tmp_path, argv) -> None:
+    with pytest.raises(darkcfg.CfgError):
+        main([*argv, str(tmp_path / "missing.cfg")])
