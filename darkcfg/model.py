@@ -105,6 +105,13 @@ class DarknetModel(nn.Module):
                 cache[i] = y
         return [cache[i] for i in self._out_indices]
 
+    def reset_state(self) -> None:
+        """Forget the hidden state of recurrent layers (Darknet keeps it across predictions)."""
+        for layer in self.layers:
+            reset = getattr(layer, "reset_state", None)
+            if reset is not None:
+                reset()
+
     # -- weights --------------------------------------------------------------------------------
     def load_darknet_weights(self, path: str | os.PathLike, *, strict: bool = True,
                              cutoff: int | None = None) -> LoadReport:

@@ -44,14 +44,41 @@ SUPPORTED = [c for c in _ok_cases() if _parse(c) is not None]
 UNSUPPORTED = [c for c in _ok_cases() if _parse(c) is None]
 
 
-def _run(case: OracleCase, tmp_path) -> tuple[darkcfg.Network, list[np.ndarray]]:
+def _steps(case: OracleCase) -> int:
+    return int(case.meta.get("recurrent_steps") or 1)
+
+
+def _darknet_flat(module: torch.nn.Module, y: torch.Tensor) -> np.ndarray:
+    """Image 0 of a layer's output in Darknet's l.output order (see darkcfg.layers)."""
+    order = getattr(module, "darknet_order", None)
+    if order is not None:
+        y = order(y)
+    return y[0].numpy().reshape(-1)
+
+
+def _run_steps(case: OracleCase, tmp_path) -> tuple[darkcfg.Network, list[list[np.ndarray]]]:
+    """Every layer's output for each of the case's input steps (recurrent nets keep state)."""
     net = _parse(case)
     model = darkcfg.build(net, out_indices=range(len(net))).eval()
     model.load_darknet_weights(case.write_weights(tmp_path / "w.weights"))
-    x = torch.from_numpy(case.input())
+    steps = _steps(case)
+    inputs = np.load(case.folder / "input_steps.npy") if steps > 1 else case.input()[None]
+    shape = net.net.input_shape
+    per_step = []
     with torch.no_grad():
-        outs = model(x[None] if x.dim() == 3 else x)
-    return net, [o[0].numpy().reshape(-1) for o in outs]
+        for x in inputs[:steps]:
+            outs = model(torch.from_numpy(np.ascontiguousarray(x)).reshape(1, shape.c, shape.h, shape.w))
+            per_step.append([_darknet_flat(model.layers[i], o) for i, o in enumerate(outs)])
+    return net, per_step
+
+
+def _run(case: OracleCase, tmp_path) -> tuple[darkcfg.Network, list[np.ndarray]]:
+    net, per_step = _run_steps(case, tmp_path)
+    return net, per_step[0]
+
+
+def _stored_key(step: int, layer: int) -> str:
+    return f"layer_{layer:03d}" if step == 0 else f"step{step}_layer_{layer:03d}"
 
 
 def test_the_supported_set_is_large() -> None:
@@ -76,18 +103,19 @@ def test_graph_matches_darknet_layout(case: OracleCase) -> None:
 @pytest.mark.parametrize("case", [c for c in SUPPORTED if c.name not in DARKNET_BUGS],
                          ids=lambda c: c.name)
 def test_every_layer_matches_darknet(case: OracleCase, tmp_path) -> None:
-    net, outs = _run(case, tmp_path)
+    net, per_step = _run_steps(case, tmp_path)
     stored = case.outputs()
     zeroed = ZEROED_BY_DARKNET.get(case.name, set())
-    for i, ours in enumerate(outs):
-        ref = stored[f"layer_{i:03d}"].reshape(-1)
-        assert ours.size == ref.size, f"layer {i} size"
-        if i in zeroed:
-            assert not ref.any()  # Darknet's bug, as documented
-            continue
-        assert rel_err(ours, ref) <= TOL, f"layer {i} ({net[i].type})"
+    for step, outs in enumerate(per_step):
+        for i, ours in enumerate(outs):
+            ref = stored[_stored_key(step, i)].reshape(-1)
+            assert ours.size == ref.size, f"step {step} layer {i} size"
+            if i in zeroed:
+                assert not ref.any()  # Darknet's bug, as documented
+                continue
+            assert rel_err(ours, ref) <= TOL, f"step {step} layer {i} ({net[i].type})"
     if zeroed:
-        _check_activation_where_darknet_outputs_zero(net, outs, stored, zeroed)
+        _check_activation_where_darknet_outputs_zero(net, per_step[0], stored, zeroed)
 
 
 def _check_activation_where_darknet_outputs_zero(net, outs, stored, zeroed) -> None:

@@ -1,4 +1,4 @@
-"""torch modules for Darknet's layers, one small builder per section type, keyed by type name.
+"""torch modules for the core section types (conv, route, shortcut, pools, upsample, connected, yolo).
 
 A builder takes a :class:`LayerSpec` (typed options, shapes) and returns an ``nn.Module`` whose
 forward takes the tensors of ``spec.inputs`` in order. Parameter names are part of the public
@@ -7,77 +7,17 @@ state_dict scheme (``conv.weight``, ``bn.running_var``, ``fc.weight``): do not r
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .functional import activation_function
-from .graph import LayerSpec, cdiv
-from .sections import (ConnectedOptions, ConvolutionalOptions, MaxpoolOptions, RouteOptions,
-                       ShortcutOptions, SoftmaxOptions, UpsampleOptions, YoloOptions)
+from ..graph import LayerSpec, cdiv
+from ..sections.core import (ConnectedOptions, ConvolutionalOptions, MaxpoolOptions, RouteOptions,
+                             ShortcutOptions, SoftmaxOptions, UpsampleOptions, YoloOptions)
+from ._common import Activation, BatchNorm1d, BatchNorm2d, builds, window_pads
 
-__all__ = ["Builder", "register_builder", "builder_for", "Activation", "Convolutional", "Route",
-           "Shortcut", "Maxpool", "Upsample", "GlobalAvgpool", "Identity", "Softmax", "Connected",
-           "Yolo"]
-
-Builder = Callable[[LayerSpec], nn.Module]
-_BUILDERS: dict[str, Builder] = {}
-
-
-def register_builder(type_name: str, builder: Builder, *, replace: bool = False) -> None:
-    """Register how to build the torch module of a section type (see `graph.register_section`)."""
-    if type_name in _BUILDERS and not replace:
-        raise ValueError(f"a builder for {type_name!r} is already registered")
-    _BUILDERS[type_name] = builder
-
-
-def builder_for(type_name: str) -> Builder | None:
-    return _BUILDERS.get(type_name)
-
-
-def _builds(type_name: str):
-    def deco(fn: Builder) -> Builder:
-        register_builder(type_name, fn)
-        return fn
-    return deco
-
-
-class Activation(nn.Module):
-    """A named Darknet activation (its name shows in `print(model)`)."""
-
-    def __init__(self, name: str) -> None:
-        super().__init__()
-        self.name = name
-        self.fn = activation_function(name)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.fn(x)
-
-    def extra_repr(self) -> str:
-        return self.name
-
-
-class BatchNorm2d(nn.BatchNorm2d):
-    """BatchNorm with Darknet's eps (1e-5 inside the sqrt) and no `num_batches_tracked` key."""
-
-    def __init__(self, channels: int) -> None:
-        super().__init__(channels, eps=1e-5)
-        self.register_buffer("num_batches_tracked", None)
-
-
-class BatchNorm1d(nn.BatchNorm1d):
-    """BatchNorm for [connected] layers, same conventions as :class:`BatchNorm2d`."""
-
-    def __init__(self, channels: int) -> None:
-        super().__init__(channels, eps=1e-5)
-        self.register_buffer("num_batches_tracked", None)
-
-
-def _window_pads(extent: int, out: int, size: int, stride: int, before: int) -> tuple[int, int]:
-    """Padding (before, after) so a plain window op yields exactly `out` positions; after may be <0."""
-    return before, (out - 1) * stride + size - extent - before
+__all__ = ["Convolutional", "Route", "Shortcut", "Maxpool", "Upsample", "GlobalAvgpool", "Identity",
+           "Softmax", "Connected", "Yolo"]
 
 
 class Convolutional(nn.Module):
@@ -112,12 +52,12 @@ class Convolutional(nn.Module):
         eff = o.dilation * (o.size - 1) + 1
         out_h = cdiv(h + 2 * o.padding - o.size, o.stride_y) + 1
         out_w = cdiv(w + 2 * o.padding - o.size, o.stride_x) + 1
-        top, bottom = _window_pads(h, out_h, eff, o.stride_y, o.padding * o.dilation)
-        left, right = _window_pads(w, out_w, eff, o.stride_x, o.padding * o.dilation)
+        top, bottom = window_pads(h, out_h, eff, o.stride_y, o.padding * o.dilation)
+        left, right = window_pads(w, out_w, eff, o.stride_x, o.padding * o.dilation)
         return F.pad(x, (left, right, top, bottom))
 
 
-@_builds("convolutional")
+@builds("convolutional")
 def build_convolutional(spec: LayerSpec) -> nn.Module:
     return Convolutional(spec.in_shape.c, spec.options)
 
@@ -143,7 +83,7 @@ class Route(nn.Module):
         return f"groups={self.groups}, group_id={self.group_id}" if self.groups > 1 else ""
 
 
-@_builds("route")
+@builds("route")
 def build_route(spec: LayerSpec) -> nn.Module:
     return Route(spec.options)
 
@@ -169,7 +109,7 @@ class Shortcut(nn.Module):
         return self.act(out)
 
 
-@_builds("shortcut")
+@builds("shortcut")
 def build_shortcut(spec: LayerSpec) -> nn.Module:
     return Shortcut(spec.options)
 
@@ -195,8 +135,8 @@ class Maxpool(nn.Module):
         sy, sx = self.stride
         out_h = cdiv(h + self.padding - self.size, sy) + 1
         out_w = cdiv(w + self.padding - self.size, sx) + 1
-        top, bottom = _window_pads(h, out_h, self.size, sy, self.padding // 2)
-        left, right = _window_pads(w, out_w, self.size, sx, self.padding // 2)
+        top, bottom = window_pads(h, out_h, self.size, sy, self.padding // 2)
+        left, right = window_pads(w, out_w, self.size, sx, self.padding // 2)
         x = F.pad(x, (left, right, top, bottom), value=float("-inf"))
         return F.max_pool2d(x, self.size, self.stride)
 
@@ -204,7 +144,7 @@ class Maxpool(nn.Module):
         return f"size={self.size}, stride={self.stride}, padding={self.padding}"
 
 
-@_builds("maxpool")
+@builds("maxpool")
 def build_maxpool(spec: LayerSpec) -> nn.Module:
     return Maxpool(spec.options)
 
@@ -233,7 +173,7 @@ class Upsample(nn.Module):
         return f"stride={self.stride}, scale={self.scale}"
 
 
-@_builds("upsample")
+@builds("upsample")
 def build_upsample(spec: LayerSpec) -> nn.Module:
     return Upsample(spec.options)
 
@@ -245,7 +185,7 @@ class GlobalAvgpool(nn.Module):
         return x.mean((2, 3), keepdim=True)
 
 
-@_builds("avgpool")
+@builds("avgpool")
 def build_avgpool(spec: LayerSpec) -> nn.Module:
     return GlobalAvgpool()
 
@@ -257,7 +197,7 @@ class Identity(nn.Module):
         return x
 
 
-@_builds("dropout")
+@builds("dropout")
 def build_dropout(spec: LayerSpec) -> nn.Module:
     return Identity()
 
@@ -277,7 +217,7 @@ class Softmax(nn.Module):
         return torch.softmax(flat, -1).reshape(x.shape)
 
 
-@_builds("softmax")
+@builds("softmax")
 def build_softmax(spec: LayerSpec) -> nn.Module:
     return Softmax(spec.options)
 
@@ -298,12 +238,12 @@ class Connected(nn.Module):
         return self.act(y)[:, :, None, None]
 
 
-@_builds("connected")
+@builds("connected")
 def build_connected(spec: LayerSpec) -> nn.Module:
     return Connected(spec.in_shape.size, spec.options)
 
 
-@_builds("activation")
+@builds("activation")
 def build_activation(spec: LayerSpec) -> nn.Module:
     return Activation(spec.options.activation)
 
@@ -335,7 +275,7 @@ class Yolo(nn.Module):
         return f"classes={o.classes}, mask={list(o.mask)}, scale_x_y={o.scale_x_y}, new_coords={int(o.new_coords)}"
 
 
-@_builds("yolo")
+@builds("yolo")
 def build_yolo(spec: LayerSpec) -> nn.Module:
     return Yolo(spec.options)
 

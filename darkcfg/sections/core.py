@@ -1,4 +1,4 @@
-"""Parsers for Darknet's section types: raw options → typed options, inputs, shape, weights layout.
+"""Parsers for the core section types (net, conv, route, shortcut, pools, upsample, connected, yolo).
 
 One small function per section, registered by name with Darknet's header aliases
 (`string_to_layer_type`). Defaults and arithmetic follow AlexeyAB/darknet's parser.c and *_layer.c.
@@ -8,45 +8,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ._keys import ACCEPTED_KEYS
-from .activations import read_activation
-from .graph import Context, Parsed, Segment, Shape, cdiv, register_section
-from .errors import warn_at
-from .options import Options
+from .._keys import ACCEPTED_KEYS
+from ..activations import read_activation
+from ..errors import warn_at
+from ..graph import Context, Parsed, Segment, Shape, register_section
+from ..options import Options
+from ._common import non_negative, out_size, positive, register
 
 __all__ = [
     "ConvolutionalOptions", "RouteOptions", "ShortcutOptions", "MaxpoolOptions", "UpsampleOptions",
     "AvgpoolOptions", "DropoutOptions", "ActivationOptions", "SoftmaxOptions", "ConnectedOptions", "YoloOptions",
     "conv_segments",
 ]
-
-
-def _positive(opts: Options, key: str, value: int) -> int:
-    if value <= 0:
-        raise opts.error(f"{key}={value} must be positive", key)
-    return value
-
-
-def _non_negative(opts: Options, key: str, value: int) -> int:
-    if value < 0:
-        raise opts.error(f"{key}={value} must not be negative", key)
-    return value
-
-
-def _out_size(opts: Options, what: str, extent: int, total: int, size: int, stride: int) -> int:
-    """Darknet's `(in + pad - size) / stride + 1` in C integer arithmetic, rejecting empty maps."""
-    out = cdiv(extent + total - size, stride) + 1
-    if extent + total - size < 0 or out <= 0:
-        raise opts.error(f"{what} of {extent} is too small for size={size} with padding {total}")
-    return out
-
-
-def _register(name: str, *aliases: str, is_output: bool = False):
-    def deco(fn):
-        register_section(name, fn, aliases=aliases, is_output=is_output,
-                         accepted=ACCEPTED_KEYS.get(name, ()))
-        return fn
-    return deco
 
 
 # --- [net] ------------------------------------------------------------------------------------
@@ -92,22 +65,22 @@ def conv_segments(o: ConvolutionalOptions, in_c: int) -> tuple[Segment, ...]:
     return tuple(segs)
 
 
-@_register("convolutional", "conv")
+@register("convolutional", "conv")
 def parse_convolutional(opts: Options, ctx: Context) -> Parsed:
     shape = ctx.require_image("a convolutional layer")
-    filters = _positive(opts, "filters", opts.int("filters", 1))
-    size = _positive(opts, "size", opts.int("size", 1))
-    stride = _positive(opts, "stride", opts.int("stride", 1))
-    stride_x = _positive(opts, "stride_x", opts.int("stride_x", stride))
-    stride_y = _positive(opts, "stride_y", opts.int("stride_y", stride))
-    dilation = _positive(opts, "dilation", opts.int("dilation", 1))
+    filters = positive(opts, "filters", opts.int("filters", 1))
+    size = positive(opts, "size", opts.int("size", 1))
+    stride = positive(opts, "stride", opts.int("stride", 1))
+    stride_x = positive(opts, "stride_x", opts.int("stride_x", stride))
+    stride_y = positive(opts, "stride_y", opts.int("stride_y", stride))
+    dilation = positive(opts, "dilation", opts.int("dilation", 1))
     if size == 1:
         dilation = 1
     pad = opts.int("pad", 0)
-    padding = _non_negative(opts, "padding", opts.int("padding", 0))
+    padding = non_negative(opts, "padding", opts.int("padding", 0))
     if pad:
         padding = size // 2
-    groups = _positive(opts, "groups", opts.int("groups", 1))
+    groups = positive(opts, "groups", opts.int("groups", 1))
     if shape.c % groups:
         raise opts.error(f"groups={groups} does not divide the {shape.c} input channels", "groups")
     if filters % groups:
@@ -137,8 +110,8 @@ def parse_convolutional(opts: Options, ctx: Context) -> Parsed:
             raise opts.error(f"share_index={share} points to layer {share_index}, which is not a "
                              f"convolutional layer with the same filters, size, groups and input "
                              f"channels", "share_index")
-    out_h = _out_size(opts, "input height", shape.h, 2 * padding, size, stride_y)
-    out_w = _out_size(opts, "input width", shape.w, 2 * padding, size, stride_x)
+    out_h = out_size(opts, "input height", shape.h, 2 * padding, size, stride_y)
+    out_w = out_size(opts, "input width", shape.w, 2 * padding, size, stride_x)
     nweights = (shape.c // groups) * filters * size * size
     bflops = 2.0 * nweights * out_h * out_w / 1e9
     return Parsed(o, Shape(filters, out_h, out_w), bflops=bflops, segments=conv_segments(o, shape.c),
@@ -159,10 +132,10 @@ class RouteOptions:
     group_id: int
 
 
-@_register("route")
+@register("route")
 def parse_route(opts: Options, ctx: Context) -> Parsed:
     layers = ctx.layer_list("layers", "route index")
-    groups = _positive(opts, "groups", opts.int("groups", 1))
+    groups = positive(opts, "groups", opts.int("groups", 1))
     group_id = opts.int("group_id", 0)
     if not 0 <= group_id < groups:
         raise opts.error(f"group_id={group_id} must be in 0..{groups - 1}", "group_id")
@@ -189,7 +162,7 @@ class ShortcutOptions:
     activation: str
 
 
-@_register("shortcut")
+@register("shortcut")
 def parse_shortcut(opts: Options, ctx: Context) -> Parsed:
     if ctx.index == 0:
         raise opts.error("[shortcut] cannot be the first layer")
@@ -220,20 +193,20 @@ class MaxpoolOptions:
     padding: int  # total (Darknet's l.pad); the window starts at -padding//2
 
 
-@_register("maxpool", "max")
+@register("maxpool", "max")
 def parse_maxpool(opts: Options, ctx: Context) -> Parsed:
     shape = ctx.require_image("a maxpool layer")
-    stride = _positive(opts, "stride", opts.int("stride", 1))
-    stride_x = _positive(opts, "stride_x", opts.int("stride_x", stride))
-    stride_y = _positive(opts, "stride_y", opts.int("stride_y", stride))
-    size = _positive(opts, "size", opts.int("size", stride))
-    padding = _non_negative(opts, "padding", opts.int("padding", size - 1))
+    stride = positive(opts, "stride", opts.int("stride", 1))
+    stride_x = positive(opts, "stride_x", opts.int("stride_x", stride))
+    stride_y = positive(opts, "stride_y", opts.int("stride_y", stride))
+    size = positive(opts, "size", opts.int("size", stride))
+    padding = non_negative(opts, "padding", opts.int("padding", size - 1))
     for key in ("maxpool_depth", "antialiasing"):
         if opts.int(key, 0):
             raise opts.error(f"{key}=1 is not supported yet", key)
     opts.int("out_channels", 1)
-    out_h = _out_size(opts, "input height", shape.h, padding, size, stride_y)
-    out_w = _out_size(opts, "input width", shape.w, padding, size, stride_x)
+    out_h = out_size(opts, "input height", shape.h, padding, size, stride_y)
+    out_w = out_size(opts, "input width", shape.w, padding, size, stride_x)
     bflops = size * size * shape.c * out_h * out_w / 1e9
     return Parsed(MaxpoolOptions(size, stride_x, stride_y, padding), Shape(shape.c, out_h, out_w),
                   bflops=bflops)
@@ -247,7 +220,7 @@ class UpsampleOptions:
     scale: float
 
 
-@_register("upsample")
+@register("upsample")
 def parse_upsample(opts: Options, ctx: Context) -> Parsed:
     shape = ctx.require_image("an upsample layer")
     stride = opts.int("stride", 2)
@@ -268,7 +241,7 @@ class AvgpoolOptions:
     pass
 
 
-@_register("avgpool", "avg")
+@register("avgpool", "avg")
 def parse_avgpool(opts: Options, ctx: Context) -> Parsed:
     shape = ctx.require_image("an avgpool layer")
     return Parsed(AvgpoolOptions(), Shape(shape.c, 1, 1))
@@ -281,7 +254,7 @@ class DropoutOptions:
     probability: float
 
 
-@_register("dropout")
+@register("dropout")
 def parse_dropout(opts: Options, ctx: Context) -> Parsed:
     return Parsed(DropoutOptions(opts.float("probability", 0.2)), ctx.in_shape)
 
@@ -294,10 +267,10 @@ class SoftmaxOptions:
     temperature: float
 
 
-@_register("softmax", "soft")
+@register("softmax", "soft")
 def parse_softmax(opts: Options, ctx: Context) -> Parsed:
     shape = ctx.in_shape
-    groups = _positive(opts, "groups", opts.int("groups", 1))
+    groups = positive(opts, "groups", opts.int("groups", 1))
     if shape.size % groups:
         raise opts.error(f"groups={groups} does not divide the {shape.size} inputs", "groups")
     temperature = opts.float("temperature", 1.0)
@@ -318,10 +291,10 @@ class ConnectedOptions:
     activation: str
 
 
-@_register("connected", "conn")
+@register("connected", "conn")
 def parse_connected(opts: Options, ctx: Context) -> Parsed:
     inputs = ctx.in_shape.size
-    outputs = _positive(opts, "output", opts.int("output", 1))
+    outputs = positive(opts, "output", opts.int("output", 1))
     bn = bool(opts.int("batch_normalize", 0))
     activation = read_activation(opts, "logistic")
     o = ConnectedOptions(outputs, bn, activation)
@@ -342,7 +315,7 @@ class ActivationOptions:
     activation: str
 
 
-@_register("activation")
+@register("activation")
 def parse_activation(opts: Options, ctx: Context) -> Parsed:
     return Parsed(ActivationOptions(read_activation(opts, "linear")), ctx.in_shape)
 
@@ -358,11 +331,11 @@ class YoloOptions:
     new_coords: bool
 
 
-@_register("yolo", is_output=True)
+@register("yolo", is_output=True)
 def parse_yolo(opts: Options, ctx: Context) -> Parsed:
     shape = ctx.require_image("a yolo layer")
-    classes = _non_negative(opts, "classes", opts.int("classes", 20))
-    total = _positive(opts, "num", opts.int("num", 1))
+    classes = non_negative(opts, "classes", opts.int("classes", 20))
+    total = positive(opts, "num", opts.int("num", 1))
     mask = opts.ints("mask")
     if mask is None:
         mask = tuple(range(total))

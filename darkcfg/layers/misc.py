@@ -1,0 +1,3 @@
+"""torch builders: misc family (see darkcfg.layers)."""
+
+from __future__ import annotations
