@@ -6,6 +6,7 @@ graph can be checked against Darknet's own layer table before any tensor exists.
 
 from __future__ import annotations
 
+import difflib
 import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -317,12 +318,32 @@ def _parse_net(section: RawSection, path: str | None, width: int | None, height:
     return NetOptions(w, h, c, inputs, batch, letter_box, opts.loc())
 
 
+# Sections of Darknet-style cfgs from other projects, which Darknet itself does not read.
+_YOLOR = "a yolor (WongKinYiu/yolor) extension that Darknet does not read"
+FOREIGN_SECTIONS = {
+    "implicit_add": _YOLOR, "implicit_mul": _YOLOR, "implicit_cat": _YOLOR,
+    "shift_channels": _YOLOR, "control_channels": _YOLOR,
+    "route_lhalf": "a PyTorch_YOLOv4 extension that Darknet does not read",
+    "deconvolutional": "pjreddie's Darknet had it; AlexeyAB's Darknet does not read it",
+}
+
+
+def _unknown_hint(header: str) -> str:
+    """Say where a foreign section comes from, or which known section a typo was meant to be."""
+    origin = FOREIGN_SECTIONS.get(header)
+    if origin is not None:
+        return f": {origin}"
+    close = difflib.get_close_matches(header, sorted(_ALIASES), n=1, cutoff=0.75)
+    return f" (did you mean [{close[0]}]?)" if close else ""
+
+
 def _parse_layer(section: RawSection, path: str | None, index: int, net: NetOptions,
                  layers: list[LayerSpec]) -> LayerSpec:
     opts = Options(section, path, index)
     name = canonical_type(section.header)
     if name is None:
-        raise CfgError(f"unknown section type [{section.header}]", opts.loc())
+        raise CfgError(f"unknown section type [{section.header}]{_unknown_hint(section.header)}",
+                       opts.loc())
     if name == "net":
         raise CfgError(f"[{section.header}] may only be the first section", opts.loc())
     st = section_type(name)

@@ -29,27 +29,36 @@ def _whc(shape) -> str:
     return f"{shape.w} x {shape.h} x {shape.c}"
 
 
+def _stride(o: object) -> str | None:
+    sx = getattr(o, "stride_x", getattr(o, "stride", None))
+    sy = getattr(o, "stride_y", sx)
+    if sx is None:
+        return None
+    return str(sx) if sx == sy else f"{sx},{sy}"
+
+
 def _window(spec: LayerSpec) -> str:
+    """`size x size/stride(dilation)` for windowed layers, read from whatever options they have."""
     o = spec.options
-    if spec.type == "convolutional":
-        stride = str(o.stride_x) if o.stride_x == o.stride_y else f"{o.stride_x},{o.stride_y}"
-        dil = f"({o.dilation})" if o.dilation > 1 else ""
-        return f"{o.size} x {o.size}/{stride}{dil}"
-    if spec.type == "maxpool":
-        stride = str(o.stride_x) if o.stride_x == o.stride_y else f"{o.stride_x},{o.stride_y}"
-        return f"{o.size} x {o.size}/{stride}"
     if spec.type == "upsample":
         return f"{abs(o.stride)}x" if o.stride > 0 else f"/{-o.stride}"
+    size, stride = getattr(o, "size", None), _stride(o)
+    if isinstance(size, int) and stride is not None:
+        dilation = getattr(o, "dilation", 1)
+        return f"{size} x {size}/{stride}" + (f"({dilation})" if dilation > 1 else "")
+    if stride is not None and stride != "1":
+        return f"/{stride}"
     return ""
 
 
 def _filters(spec: LayerSpec) -> str:
     o = spec.options
-    if spec.type == "convolutional":
-        return str(o.filters) if o.groups == 1 else f"{o.filters}/{o.groups}"
-    if spec.type == "connected":
-        return str(o.outputs)
-    return ""
+    filters = getattr(o, "filters", None)
+    if isinstance(filters, int):
+        groups = getattr(o, "groups", 1)
+        return str(filters) if groups == 1 else f"{filters}/{groups}"
+    outputs = getattr(o, "outputs", None)
+    return str(outputs) if isinstance(outputs, int) else ""
 
 
 def _inputs(spec: LayerSpec) -> str:
@@ -66,11 +75,11 @@ def rows(network: Network) -> list[Row]:
 
 def format_table(network: Network) -> str:
     """The layer table plus Darknet's `Total BFLOPS` line (same float32 sum, same 3 decimals)."""
-    head = (f"{'layer':>5}  {'type':<12} {'filters':>7}  {'size/strd(dil)':<15} {'from':<15} "
+    head = (f"{'layer':>5}  {'type':<14} {'filters':>7}  {'size/strd(dil)':<15} {'from':<15} "
             f"{'input':>17} -> {'output':<17} {'BFLOPs':>8} {'weights':>11}")
     lines = [head]
     for r in rows(network):
-        lines.append(f"{r.index:>5}  {r.type:<12} {r.filters:>7}  {r.window:<15} {r.inputs:<15} "
+        lines.append(f"{r.index:>5}  {r.type:<14} {r.filters:>7}  {r.window:<15} {r.inputs:<15} "
                      f"{r.input:>17} -> {r.output:<17} {r.bflops:>8.3f} {r.params:>11,}")
     net = network.net
     lines.append(f"input {net.width} x {net.height} x {net.channels}, {len(network.layers)} layers, "

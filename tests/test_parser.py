@@ -125,6 +125,13 @@ def test_total_bflops_is_a_float32_sum() -> None:
     ("[conv]\n[shortcut]\nfrom=-5\n",
      "shortcut index -5 points before layer 0 (at line 7, in [shortcut] #1)"),
     ("[foo]\n", "unknown section type [foo] (at line 5, in [foo] #0)"),
+    ("[convolutinal]\n",
+     "unknown section type [convolutinal] (did you mean [convolutional]?) (at line 5, in "
+     "[convolutinal] #0)"),
+    ("[implicit_add]\n", "unknown section type [implicit_add]: a yolor (WongKinYiu/yolor) "
+                         "extension that Darknet does not read (at line 5, in [implicit_add] #0)"),
+    ("[route_lhalf]\n", "unknown section type [route_lhalf]: a PyTorch_YOLOv4 extension that "
+                        "Darknet does not read (at line 5, in [route_lhalf] #0)"),
     ("[conv]\nfilters=0\n", "filters=0 must be positive (at line 6, in [conv] #0)"),
     ("[conv]\nfilters=x\n", "filters='x' is not an integer (at line 6, in [conv] #0)"),
     ("[conv]\nsize=3.5\n", "size='3.5' must be an integer (at line 6, in [conv] #0)"),
