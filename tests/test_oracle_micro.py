@@ -3,20 +3,21 @@
 from __future__ import annotations
 
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
 import darkcfg
-from oracle import OracleCase, micro_cases, needs_shared, rel_err
+from oracle import SHARED, OracleCase, micro_cases, needs_shared, rel_err
 
 pytestmark = [needs_shared, pytest.mark.oracle]
 
 TOL = 1e-4
 # Darknet's CPU path is wrong here (micro/INDEX.md); darkcfg computes what the option means and
 # these cases are checked against an independent reference below instead.
-DARKNET_BUGS = {"conv_size1_stride_x1_y2", "upsample_neg2_odd", "act_relu6"}
+DARKNET_BUGS = {"conv_size1_stride_x1_y2", "upsample_neg2_odd", "act_relu6", "reorg3d_odd"}
 # act_* nets: layer 1 = BN output x4, 2 = [activation], 4 = conv with the activation,
 # 5 = [shortcut] from 1 with it. Where Darknet's CPU activate() lacks the function it outputs 0
 # at these layers (micro/INDEX.md); darkcfg applies the activation as its conv layer does.
@@ -181,3 +182,32 @@ def test_sections_outside_the_core_get_a_located_error(case: OracleCase) -> None
     err = info.value
     assert err.path == str(case.cfg_path) and err.lineno and err.section
     assert "unknown section type" in err.msg or "not supported yet" in err.msg
+
+
+def _failed_in_darknet() -> list[Path]:
+    """Micro cfgs Darknet rejects or crashes on: a cfg without a results folder (micro/INDEX.md)."""
+    if SHARED is None:
+        return []
+    micro = SHARED / "oracle" / "micro"
+    return [p for p in sorted((micro / "cfg").glob("*/*.cfg"))
+            if not (micro / p.parent.name / p.stem / "meta.json").exists()]
+
+
+FAILED_IN_DARKNET = _failed_in_darknet()
+
+
+def test_darknet_rejects_a_few_micro_cfgs() -> None:
+    assert {p.stem for p in FAILED_IN_DARKNET} == {
+        "shortcut_weights_no_normalization", "reorg3d_reverse_c8", "implicit_add_section",
+        "implicit_mul_section", "implicit_add_via_shortcut", "deconvolutional", "unknown_section",
+        "conv_lstm_bottleneck"}
+
+
+@pytest.mark.parametrize("path", FAILED_IN_DARKNET, ids=lambda p: p.stem)
+def test_what_darknet_rejects_gets_a_located_error(path: Path) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", darkcfg.CfgWarning)
+        with pytest.raises(darkcfg.CfgError) as info:
+            darkcfg.parse(path)
+    err = info.value
+    assert err.path == str(path) and err.lineno and err.section
