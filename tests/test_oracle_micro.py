@@ -17,7 +17,11 @@ pytestmark = [needs_shared, pytest.mark.oracle]
 TOL = 1e-4
 # Darknet's CPU path is wrong here (micro/INDEX.md); darkcfg computes what the option means and
 # these cases are checked against an independent reference below instead.
-DARKNET_BUGS = {"conv_size1_stride_x1_y2", "upsample_neg2_odd", "act_relu6", "reorg3d_odd"}
+DARKNET_BUGS = {"conv_size1_stride_x1_y2", "upsample_neg2_odd", "act_relu6", "reorg3d_odd",
+                # libdarknet with gpu_index 0 (the oracle's harness) inverts the packed xnor weight
+                # bits for c % 32 == 0; the darknet program (gpu_index -1 on CPU) does not. darkcfg
+                # follows the program; tests/test_conv_extras.py matches these with the inversion on.
+                "conv_xnor_c32", "conv_xnor_bin_output", "conv_xnor_stride2"}
 # act_* nets: layer 1 = BN output x4, 2 = [activation], 4 = conv with the activation,
 # 5 = [shortcut] from 1 with it. Where Darknet's CPU activate() lacks the function it outputs 0
 # at these layers (micro/INDEX.md); darkcfg applies the activation as its conv layer does.
@@ -82,9 +86,9 @@ def _stored_key(step: int, layer: int) -> str:
     return f"layer_{layer:03d}" if step == 0 else f"step{step}_layer_{layer:03d}"
 
 
-def test_the_supported_set_is_large() -> None:
-    # The core layer types cover most of the micro suite; the rest is issue #3 (see below).
-    assert len(SUPPORTED) >= 120
+def test_every_cfg_darknet_runs_is_supported() -> None:
+    assert [c.name for c in UNSUPPORTED] == []
+    assert len(SUPPORTED) == 189  # every case Darknet ran (the 8 it rejects are tested below)
 
 
 @pytest.mark.parametrize("case", SUPPORTED, ids=lambda c: c.name)
@@ -96,8 +100,9 @@ def test_graph_matches_darknet_layout(case: OracleCase) -> None:
         assert spec.type == ref["type"]
         if ref["out_chw"] == [0, 0, 0]:  # softmax, cost, detection...: Darknet keeps only a count
             assert spec.out_shape.size == ref["outputs"], spec.index
-        else:
-            assert list(spec.out_shape.__dict__.values()) == ref["out_chw"], spec.index
+        else:  # antialiased layers hand on the blurred size (aa_out_chw), as their output is
+            out_chw = ref.get("aa_out_chw", ref["out_chw"])
+            assert list(spec.out_shape.__dict__.values()) == out_chw, spec.index
         assert spec.bflops == pytest.approx(ref["bflops"], rel=1e-6, abs=1e-12), spec.index
         assert [(s.kind, s.count) for s in spec.segments] == \
             [(s["kind"], s["count"]) for s in ref["segments"]], spec.index
@@ -172,18 +177,6 @@ def test_negative_upsample_on_odd_input_sums_the_top_left_blocks(tmp_path) -> No
     assert rel_err(outs[1], ref.reshape(-1)) <= TOL
     # ...and layer 0 itself still matches Darknet.
     assert rel_err(outs[0], case.outputs()["layer_000"].reshape(-1)) <= TOL
-
-
-@pytest.mark.parametrize("case", UNSUPPORTED, ids=lambda c: c.name)
-def test_sections_outside_the_core_get_a_located_error(case: OracleCase) -> None:
-    # Sections and options of issue #3 are rejected with file, line and section, never a crash.
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", darkcfg.CfgWarning)
-        with pytest.raises(darkcfg.CfgError) as info:
-            darkcfg.parse(case.cfg_path)
-    err = info.value
-    assert err.path == str(case.cfg_path) and err.lineno and err.section
-    assert "unknown section type" in err.msg or "not supported yet" in err.msg
 
 
 def _failed_in_darknet() -> list[Path]:

@@ -16,12 +16,67 @@ from ..sections.core import (ConnectedOptions, ConvolutionalOptions, MaxpoolOpti
                              ShortcutOptions, SoftmaxOptions, UpsampleOptions, YoloOptions)
 from ._common import Activation, BatchNorm1d, BatchNorm2d, builds, window_pads
 
-__all__ = ["Convolutional", "Route", "Shortcut", "Maxpool", "Upsample", "GlobalAvgpool", "Identity",
+__all__ = ["Convolutional", "Blur", "set_xnor_inverted_bits", "Route", "Shortcut", "Maxpool",
+           "Upsample", "GlobalAvgpool", "Identity",
            "Softmax", "Connected", "Yolo"]
 
 
+class Blur(nn.Module):
+    """Darknet's fixed antialiasing sub-layer: a depthwise linear conv, no bias, never loaded.
+
+    `kind` 2: 2x2 box (1/4 each), padding 0; otherwise 3x3 [1,2,1]x[1,2,1]/16, padding 1 (zeros).
+    The weights are a non-persistent buffer, so they are not in the state_dict."""
+
+    def __init__(self, channels: int, kind: int, stride_y: int, stride_x: int) -> None:
+        super().__init__()
+        if kind == 2:
+            k, self.pad = torch.full((2, 2), 0.25), 0
+        else:
+            row = torch.tensor([1.0, 2.0, 1.0])
+            k, self.pad = torch.outer(row, row) / 16, 1
+        weight = k.expand(channels, 1, *k.shape).contiguous()
+        self.register_buffer("weight", weight, persistent=False)
+        self.stride = (stride_y, stride_x)
+        self.kind = kind
+
+    def forward(self, x: Tensor) -> Tensor:
+        w = self.weight.to(x.dtype)
+        return F.conv2d(x, w, stride=self.stride, padding=self.pad, groups=w.shape[0])
+
+    def extra_repr(self) -> str:
+        return f"{'2x2 box' if self.kind == 2 else '3x3 [1,2,1]^2/16'}, stride={self.stride}"
+
+
+def _sign_ste(x: Tensor) -> Tensor:
+    """x > 0 ? 1 : -1 (Darknet's binarization, 0 -> -1) with a straight-through gradient."""
+    s = torch.where(x > 0, 1.0, -1.0).to(x.dtype)
+    return s + (x - x.detach()) if x.requires_grad else s  # exactly s, gradient 1
+
+
 class Convolutional(nn.Module):
-    """Darknet conv: output size ignores dilation, im2col pads by padding*dilation (zeros)."""
+    """Darknet conv: output size ignores dilation, im2col pads by padding*dilation (zeros).
+
+    Optional parts: `xnor=1` (binary weights and inputs, below) and `antialiasing` (the conv runs at
+    stride 1, then :class:`Blur` applies the stride), as Darknet's forward_convolutional_layer.
+
+    xnor in eval mode follows Darknet's inference pipeline (fuse_conv_batchnorm, then
+    calculate_binary_weights and the bit GEMM): BN is folded into the weights in double precision,
+    each filter becomes sign(w) * mean|w| (sign(0) = -1), the input x > 0 ? 1 : -1, padding reads as
+    -1 (a zero bit), the fused bias is added, then the activation (linear when bin_output is kept).
+    With stride_x != stride_y Darknet's inference skips the bit path: a plain float conv.
+
+    `xnor_inverted_bits`: Darknet inverts the packed weight bits of c % 32 == 0 layers when
+    `gpu_index >= 0`, which is libdarknet's default even in CPU-only builds (the `darknet` program
+    sets -1). That turns each output into -mean * (dot + 2 * pad64) + bias, pad64 being the bits
+    that round size*size*c up to a multiple of 64. Off by default (the `darknet` CLI's numbers);
+    set it (see :func:`set_xnor_inverted_bits`) to reproduce a libdarknet caller.
+
+    Darknet's XNOR path computes image 0 of a batch only (it returns inside its batch loop); darkcfg
+    computes every image. In train mode the layer binarizes the unfused weights and the input
+    (zero padding), then BN, with straight-through gradients, as Darknet's training forward does.
+    """
+
+    xnor_inverted_bits = False
 
     def __init__(self, in_c: int, o: ConvolutionalOptions) -> None:
         super().__init__()
@@ -36,15 +91,24 @@ class Convolutional(nn.Module):
         if self.bn is not None and o.dontloadscales:
             # Darknet never reads these and keeps its initial values: variance 0, not 1.
             self.bn.running_var.zero_()
-        self.act = Activation(o.activation)
+        self.act = Activation(o.effective_activation)
+        self.blur = Blur(o.filters, o.antialiasing, o.aa_stride_y, o.aa_stride_x) \
+            if o.antialiasing else None
 
     def forward(self, x: Tensor) -> Tensor:
+        o = self.opts
+        if o.xnor and (self.training or o.xnor_bit_path):
+            x = self._xnor(x)
+        else:
+            x = self._float(x)
+        x = self.act(x)
+        return x if self.blur is None else self.blur(x)
+
+    def _float(self, x: Tensor) -> Tensor:
         if not self.exact:
             x = self._pad(x)
         x = self.conv(x)
-        if self.bn is not None:
-            x = self.bn(x)
-        return self.act(x)
+        return x if self.bn is None else self.bn(x)
 
     def _pad(self, x: Tensor) -> Tensor:
         o = self.opts
@@ -55,6 +119,52 @@ class Convolutional(nn.Module):
         top, bottom = window_pads(h, out_h, eff, o.stride_y, o.padding * o.dilation)
         left, right = window_pads(w, out_w, eff, o.stride_x, o.padding * o.dilation)
         return F.pad(x, (left, right, top, bottom))
+
+    # -- xnor -------------------------------------------------------------------------------------
+    def _xnor(self, x: Tensor) -> Tensor:
+        if self.training:
+            return self._xnor_train(x)
+        o = self.opts
+        p = o.padding
+        w, b = self._fused()
+        mean = w.abs().flatten(1).mean(1)
+        xb = F.pad(_sign_ste(x), (p, p, p, p), value=-1.0)
+        dot = F.conv2d(xb, _sign_ste(w), stride=o.stride_x)
+        if self.xnor_inverted_bits and w.shape[1] % 32 == 0:
+            k = w[0].numel()
+            dot = -(dot + 2 * ((64 - k % 64) % 64))
+        return dot * mean.view(1, -1, 1, 1) + b.view(1, -1, 1, 1)
+
+    def _xnor_train(self, x: Tensor) -> Tensor:
+        """Darknet's training forward: binarized unfused weights and input, float im2col (zero
+        padding), then BN with batch statistics."""
+        w = self.conv.weight
+        wb = _sign_ste(w) * w.abs().flatten(1).mean(1).view(-1, 1, 1, 1)
+        xb = _sign_ste(x)
+        if not self.exact:
+            xb = self._pad(xb)
+        c = self.conv
+        y = F.conv2d(xb, wb, c.bias, c.stride, c.padding, c.dilation, c.groups)
+        return y if self.bn is None else self.bn(y)
+
+    def _fused(self) -> tuple[Tensor, Tensor]:
+        """fuse_conv_batchnorm: w * scale/sqrt(var + 1e-5), bias - scale*mean/sqrt(var + 1e-5),
+        computed in double and stored as float32."""
+        w = self.conv.weight
+        if self.bn is None:
+            return w, self.conv.bias
+        bn = self.bn
+        inv = bn.weight.double() / torch.sqrt(bn.running_var.double() + 1e-5)
+        wf = (w.double() * inv.view(-1, 1, 1, 1)).to(w.dtype)
+        bf = (bn.bias.double() - bn.running_mean.double() * inv).to(w.dtype)
+        return wf, bf
+
+
+def set_xnor_inverted_bits(model: nn.Module, enabled: bool = True) -> None:
+    """Reproduce libdarknet's xnor numbers (gpu_index 0), see :class:`Convolutional`."""
+    for m in model.modules():
+        if isinstance(m, Convolutional):
+            m.xnor_inverted_bits = enabled
 
 
 @builds("convolutional")
@@ -89,44 +199,116 @@ def build_route(spec: LayerSpec) -> nn.Module:
 
 
 class Shortcut(nn.Module):
-    """prev + each `from` output over their common leading channels (Darknet adds by flat index)."""
+    """prev + each `from` output over their common leading channels (Darknet adds by flat index).
 
-    def __init__(self, o: ShortcutOptions) -> None:
+    With `weights_type` each input is first scaled by its normalized weight
+    (shortcut_multilayer_cpu): relu: relu(w_i) / (1e-4 + sum relu(w)), softmax:
+    exp(w_i - max) / (1e-4 + sum exp(w - max)),
+    over the n+1 inputs, per feature (one weight per input) or per channel. `weight` has shape
+    (n+1, 1) or (n+1, C) and is read from the file. `strided`: pjreddie's shortcut_cpu (see
+    darkcfg.sections.core)."""
+
+    def __init__(self, o: ShortcutOptions, channels: int) -> None:
         super().__init__()
+        self.opts = o
         self.act = Activation(o.activation)
+        if o.weights_type is not None:
+            k = channels if o.weights_type == "per_channel" else 1
+            # Darknet initializes every weight to 1 (make_shortcut_layer).
+            self.weight = nn.Parameter(torch.ones(len(o.sources) + 1, k))
 
     def forward(self, prev: Tensor, *sources: Tensor) -> Tensor:
-        out = prev
-        c = prev.shape[1]
-        for src in sources:
-            cs = src.shape[1]
-            if cs == c:
-                out = out + src
-            elif cs > c:
-                out = out + src[:, :c]
-            else:
-                out = torch.cat((out[:, :cs] + src, out[:, cs:]), 1)
+        o = self.opts
+        if o.strided:
+            out = self._strided(prev, sources[0])
+        elif o.weights_type is not None:
+            out = self._weighted(prev, sources)
+        else:
+            out = prev
+            for src in sources:
+                out = _add_leading(out, src)
         return self.act(out)
+
+    def normalized_weights(self) -> Tensor:
+        w = self.weight
+        if self.opts.normalization == "relu":
+            r = torch.relu(w)
+            return r / (1e-4 + r.sum(0))
+        e = torch.exp(w - w.max(0).values)
+        return e / (1e-4 + e.sum(0))
+
+    def _weighted(self, prev: Tensor, sources: tuple[Tensor, ...]) -> Tensor:
+        wn = self.normalized_weights()
+        c = prev.shape[1]
+        out = prev * wn[0].view(1, -1, 1, 1)
+        for i, src in enumerate(sources, 1):
+            m = min(c, src.shape[1])
+            out = _add_leading(out, src[:, :m] * wn[i].view(1, -1, 1, 1)[:, :m])
+        return out
+
+    def _strided(self, prev: Tensor, src: Tensor) -> Tensor:
+        o = self.opts
+        c1, h1, w1 = src.shape[1:]
+        c2, h2, w2 = prev.shape[1:]
+        stride, sample = max(1, w1 // w2), max(1, w2 // w1)
+        mc, mh, mw = min(c1, c2), min(h1, h2), min(w1, w2)
+        at = (slice(None), slice(0, mc), slice(0, mh * sample, sample),
+              slice(0, mw * sample, sample))
+        add = src[:, :mc, :mh * stride:stride, :mw * stride:stride]
+        out = prev.clone()
+        out[at] = o.alpha * prev[at] + o.beta * add
+        return out
+
+    def extra_repr(self) -> str:
+        o = self.opts
+        if o.strided:
+            return f"strided (pjreddie), alpha={o.alpha}, beta={o.beta}"
+        if o.weights_type is None:
+            return ""
+        return f"weights={o.weights_type}, normalization={o.normalization}"
+
+
+def _add_leading(out: Tensor, src: Tensor) -> Tensor:
+    """out + src over their common leading channels; out keeps its channel count."""
+    c, cs = out.shape[1], src.shape[1]
+    if cs == c:
+        return out + src
+    if cs > c:
+        return out + src[:, :c]
+    return torch.cat((out[:, :cs] + src, out[:, cs:]), 1)
 
 
 @builds("shortcut")
 def build_shortcut(spec: LayerSpec) -> nn.Module:
-    return Shortcut(spec.options)
+    return Shortcut(spec.options, spec.in_shape.c)
 
 
 class Maxpool(nn.Module):
-    """Max over windows starting at -padding//2; taps outside the image never win (-inf padding)."""
+    """Max over windows starting at -padding//2; taps outside the image never win (-inf padding).
 
-    def __init__(self, o: MaxpoolOptions) -> None:
+    `antialiasing`: the max runs at stride 1, then :class:`Blur` applies the stride.
+    `depth` (maxpool_depth=1): output channel g is the max over input channels g, g+N, g+2N, ...
+    (N = out_channels); channels without any input stay -FLT_MAX, as in Darknet."""
+
+    def __init__(self, o: MaxpoolOptions, channels: int) -> None:
         super().__init__()
+        self.opts = o
         self.size = o.size
         self.stride = (o.stride_y, o.stride_x)
         self.padding = o.padding
         half = o.padding // 2
         # Symmetric padding within torch's limit: let max_pool2d do it (it pads with -inf).
         self.symmetric = o.padding == 2 * half and half <= o.size // 2
+        self.blur = Blur(channels, o.antialiasing, o.aa_stride_y, o.aa_stride_x) \
+            if o.antialiasing else None
 
     def forward(self, x: Tensor) -> Tensor:
+        if self.opts.depth:
+            return self._depth(x)
+        y = self._max(x)
+        return y if self.blur is None else self.blur(y)
+
+    def _max(self, x: Tensor) -> Tensor:
         if self.size == 1 and self.stride == (1, 1):
             return x
         if self.symmetric:
@@ -140,13 +322,25 @@ class Maxpool(nn.Module):
         x = F.pad(x, (left, right, top, bottom), value=float("-inf"))
         return F.max_pool2d(x, self.size, self.stride)
 
+    def _depth(self, x: Tensor) -> Tensor:
+        n, c, h, w = x.shape
+        g = self.opts.out_channels
+        groups = -(-c // g)
+        if groups * g != c:
+            fill = torch.finfo(x.dtype).min  # Darknet's -FLT_MAX start value
+            x = F.pad(x, (0, 0, 0, 0, 0, groups * g - c), value=fill)
+        return x.reshape(n, groups, g, h, w).amax(1)
+
     def extra_repr(self) -> str:
+        o = self.opts
+        if o.depth:
+            return f"depth, out_channels={o.out_channels}"
         return f"size={self.size}, stride={self.stride}, padding={self.padding}"
 
 
 @builds("maxpool")
 def build_maxpool(spec: LayerSpec) -> nn.Module:
-    return Maxpool(spec.options)
+    return Maxpool(spec.options, spec.in_shape.c)
 
 
 class Upsample(nn.Module):

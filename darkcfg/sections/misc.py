@@ -14,6 +14,7 @@ from ..errors import warn_at
 from ..graph import Context, Parsed, Segment, Shape, cdiv
 from ..options import Options
 from ._common import non_negative, out_size, positive, register
+from .core import release_bin_output
 
 __all__ = [
     "CropOptions", "ReorgOptions", "ScaleChannelsOptions", "SamOptions", "LocalAvgpoolOptions",
@@ -122,6 +123,8 @@ def _from_layer(opts: Options, ctx: Context, what: str) -> int:
     if len(sources) > 1:
         warn_at(f"from= lists {len(sources)} layers: Darknet's [{what}] uses only the first",
                 opts.key_loc("from"))
+    for j in (ctx.index - 1, sources[0]):  # Darknet lets an xnor layer read here keep its activation
+        release_bin_output(ctx, j)
     return sources[0]
 
 
