@@ -133,13 +133,14 @@ def _build(names: list[str], parents: list[int], path: str | None) -> Tree:
 
 def find_data_file(value: str, cfg_path: str | None) -> tuple[Path | None, list[str]]:
     """Locate a file named in a cfg (`tree=`, `map=`): as given relative to the cfg's folder, then
-    its basename in that folder, then as given relative to the current directory.
+    its basename in that folder, then relative to the folder above (a Darknet checkout keeps cfgs in
+    cfg/ and runs from the checkout: `data/9k.tree`), then relative to the current directory.
 
     Returns (the first that exists or None, every path tried in order)."""
     candidates: list[Path] = []
     if cfg_path is not None:
         folder = Path(cfg_path).parent
-        candidates += [folder / value, folder / Path(value).name]
+        candidates += [folder / value, folder / Path(value).name, folder.parent / value]
     candidates.append(Path(value))
     tried: list[str] = []
     for cand in candidates:

@@ -96,10 +96,13 @@ def test_find_data_file_order(tmp_path, monkeypatch) -> None:
     (tmp_path / "work" / "data").mkdir(parents=True)
     monkeypatch.chdir(tmp_path / "work")
     tried = [str(tmp_path / "cfg" / "data" / "9k.tree"), str(tmp_path / "cfg" / "9k.tree"),
-             "data/9k.tree"]
+             str(tmp_path / "data" / "9k.tree"), "data/9k.tree"]
     assert find_data_file("data/9k.tree", str(cfg)) == (None, tried)
     (tmp_path / "work" / "data" / "9k.tree").write_text("a -1\n")
     assert find_data_file("data/9k.tree", str(cfg))[0] == Path("data/9k.tree")
+    (tmp_path / "data").mkdir()  # a Darknet checkout: cfg/x.cfg names data/9k.tree
+    (tmp_path / "data" / "9k.tree").write_text("a -1\n")
+    assert find_data_file("data/9k.tree", str(cfg))[0] == tmp_path / "data" / "9k.tree"
     (tmp_path / "cfg" / "9k.tree").write_text("a -1\n")
     assert find_data_file("data/9k.tree", str(cfg))[0] == tmp_path / "cfg" / "9k.tree"
     (tmp_path / "cfg" / "data" / "9k.tree").write_text("a -1\n")
@@ -118,7 +121,7 @@ def test_missing_tree_file_message(tmp_path, monkeypatch) -> None:
     cfg.write_text(head_cfg(REGION_TREE, 2 * 11))
     err = error(cfg)
     assert err.msg == (f"tree=data/t.tree: tree file not found (tried {tmp_path}/data/t.tree, "
-                       f"{tmp_path}/t.tree, data/t.tree)")
+                       f"{tmp_path}/t.tree, {tmp_path.parent}/data/t.tree, data/t.tree)")
     assert (err.path, err.lineno, err.section, err.layer_index) == (str(cfg), 21, "region", 2)
 
 
@@ -341,8 +344,21 @@ def test_gaussian_yolo_errors() -> None:
     assert error(head_cfg(GAUSSIAN, 23)).msg == \
         "[Gaussian_yolo] with 2 anchors and classes=2 needs 22 input channels, the previous " \
         "layer gives 23"
-    assert error(head_cfg(GAUSSIAN.replace("37,58", "37,58, 1,1"), 22)).msg == \
-        "anchors= has 8 values, num=3 takes at most 6 (Darknet would write past its anchor array)"
+
+
+def test_anchors_beyond_num_are_kept_for_masks_that_name_them() -> None:
+    # cspx-p7-mish.cfg lists 20 anchors with num=16 and a head with mask=16,17,18,19: Darknet
+    # writes them past its anchor array and reads them back from there.
+    text = head_cfg(GAUSSIAN.replace("37,58", "37,58, 1,2").replace("mask=1,2", "mask=1,3"), 22)
+    with pytest.warns(darkcfg.CfgWarning, match="anchors= has 8 values, more than the 6 of num=3: "
+                      "Darknet writes them past its anchor array; darkcfg keeps them"):
+        net = darkcfg.parse(text)
+    o = net[-1].options
+    assert o.mask == (1, 3) and o.anchors[3] == (1.0, 2.0)
+    with pytest.warns(darkcfg.CfgWarning, match="anchors= has 4 values but num=3 needs 6; "
+                      "Darknet uses 0.5 for the missing ones"):
+        net = darkcfg.parse(head_cfg(GAUSSIAN.replace(", 37,58", ""), 22))
+    assert net[-1].options.anchors[2] == (0.5, 0.5)
 
 
 # --- [cost], [contrastive] ----------------------------------------------------------------------
@@ -426,3 +442,31 @@ def test_corpus_heads_build_and_run(path: Path) -> None:
         elif spec.type == "Gaussian_yolo":
             y = out.reshape(1, len(spec.options.mask), spec.options.entries, -1)
             assert ((y[:, :, 8:] > 0) & (y[:, :, 8:] < 1)).all()
+
+
+# --- [softmax] tree= (darknet9000) ----------------------------------------------------------------
+
+def test_softmax_layer_with_a_tree(tmp_path) -> None:
+    (tmp_path / "t.tree").write_text(synthetic_tree_text(10, roots=4, fanout=3))
+    cfg = tmp_path / "net.cfg"
+    cfg.write_text("[net]\nwidth=4\nheight=4\nchannels=3\n[convolutional]\nfilters=10\nsize=4\n"
+                   "activation=linear\n[softmax]\ngroups=5\ntemperature=2\ntree=t.tree\n")
+    model = darkcfg.build(cfg)
+    assert model.network[1].options.tree.n == 10
+    x = torch.randn(2, 3, 4, 4)
+    with torch.no_grad():
+        logits = model.layers[0](x)
+        out = model.layers[1](logits)
+    flat, y = logits.reshape(2, 10) / 2, out.reshape(2, 10)
+    # Darknet ignores groups= with a tree: one softmax per sibling group, at the temperature.
+    for lo, hi in ((0, 4), (4, 7), (7, 10)):
+        assert torch.allclose(y[:, lo:hi], torch.softmax(flat[:, lo:hi], 1), atol=1e-6)
+
+
+def test_softmax_tree_must_cover_the_inputs(tmp_path) -> None:
+    (tmp_path / "t.tree").write_text(synthetic_tree_text(10, roots=4, fanout=3))
+    cfg = tmp_path / "net.cfg"
+    cfg.write_text("[net]\nwidth=4\nheight=4\nchannels=3\n[convolutional]\nfilters=12\nsize=4\n"
+                   "[softmax]\ntree=t.tree\n")
+    assert str(error(cfg)) == ("tree=t.tree has 10 nodes, the layer has 12 inputs "
+                               "(at net.cfg line 9, in [softmax] #1)")

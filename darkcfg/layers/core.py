@@ -14,7 +14,7 @@ from torch import Tensor, nn
 from ..graph import LayerSpec, cdiv
 from ..sections.core import (ConnectedOptions, ConvolutionalOptions, MaxpoolOptions, RouteOptions,
                              ShortcutOptions, SoftmaxOptions, UpsampleOptions, YoloOptions)
-from ._common import Activation, BatchNorm1d, BatchNorm2d, builds, window_pads
+from ._common import Activation, BatchNorm1d, BatchNorm2d, builds, softmax_tree, window_pads
 
 __all__ = ["Convolutional", "Blur", "set_xnor_inverted_bits", "Route", "Shortcut", "Maxpool",
            "Upsample", "GlobalAvgpool", "Identity",
@@ -397,14 +397,18 @@ def build_dropout(spec: LayerSpec) -> nn.Module:
 
 
 class Softmax(nn.Module):
-    """Softmax over `groups` contiguous flat chunks of each image's values, at a temperature."""
+    """Softmax over `groups` contiguous flat chunks of each image's values, at a temperature;
+    with a tree, over each group of sibling nodes instead (Darknet then ignores `groups`)."""
 
     def __init__(self, o: SoftmaxOptions) -> None:
         super().__init__()
         self.groups = o.groups
         self.temperature = o.temperature
+        self.tree = o.tree
 
     def forward(self, x: Tensor) -> Tensor:
+        if self.tree is not None:
+            return softmax_tree(x.reshape(x.shape[0], -1) / self.temperature, self.tree).reshape(x.shape)
         flat = x.reshape(x.shape[0], self.groups, -1)
         if self.temperature != 1:
             flat = flat / self.temperature

@@ -17,40 +17,9 @@ from ..sections.heads import (REGION_CLASSES, REGION_OBJECTNESS,
                               ContrastiveOptions, DetectionOptions, GaussianYoloOptions,
                               RegionOptions)
 from ..tree import Tree
-from ._common import builds
+from ._common import builds, softmax_tree, tree_group_sizes
 
 __all__ = ["softmax_tree", "tree_group_sizes", "Region", "Detection", "GaussianYolo", "Zeros"]
-
-
-def tree_group_sizes(tree: Tree) -> Tensor:
-    """Sizes of the tree's non-empty softmax groups in order (they tile the nodes); pass it to
-    :func:`softmax_tree` instead of the tree to save rebuilding it on every call."""
-    return torch.tensor([s for s in tree.group_size if s], dtype=torch.long)
-
-
-def softmax_tree(x: Tensor, tree: Tree | Tensor, dim: int = 1) -> Tensor:
-    """Darknet's softmax_tree: a separate softmax over each group of sibling nodes along `dim`.
-
-    `x.shape[dim]` must equal the tree's node count; `tree` is a :class:`Tree` or the result of
-    :func:`tree_group_sizes`. Groups are contiguous runs of nodes: a segmented softmax."""
-    sizes = tree_group_sizes(tree) if isinstance(tree, Tree) else tree
-    n = int(sizes.sum())
-    dim = dim % x.dim()
-    if x.shape[dim] != n:
-        raise ValueError(f"softmax_tree: dimension {dim} has {x.shape[dim]} values, the tree "
-                         f"has {n} nodes")
-    if x.numel() == 0:
-        return x.clone()
-    v = x.reshape(math.prod(x.shape[:dim]), n, -1)
-    sizes = sizes.to(x.device)
-    lengths = sizes.expand(v.shape[0], -1)
-    node_group = torch.repeat_interleave(torch.arange(len(sizes), device=x.device), sizes)
-    # Subtracting each group's max (softmax is invariant to it) keeps exp() finite, as Darknet does.
-    with torch.no_grad():
-        top = torch.segment_reduce(v, "max", lengths=lengths, axis=1)
-    e = torch.exp(v - top.index_select(1, node_group))
-    total = torch.segment_reduce(e, "sum", lengths=lengths, axis=1)
-    return (e / total.index_select(1, node_group)).reshape(x.shape)
 
 
 class Region(nn.Module):

@@ -6,9 +6,11 @@ from collections.abc import Callable
 
 from .._keys import ACCEPTED_KEYS
 from ..graph import SectionParser, cdiv, register_section
+from ..errors import warn_at
 from ..options import Options
 
-__all__ = ["positive", "non_negative", "out_size", "register"]
+__all__ = ["positive", "non_negative", "out_size", "register", "anchor_pairs",
+           "mask_and_anchors"]
 
 
 def positive(opts: Options, key: str, value: int) -> int:
@@ -39,3 +41,41 @@ def register(name: str, *aliases: str, is_output: bool = False) -> Callable[[Sec
                          accepted=ACCEPTED_KEYS.get(name, ()))
         return fn
     return deco
+
+
+def anchor_pairs(opts: Options, count: int, default: float, *, extra: str
+                 ) -> tuple[tuple[float, float], ...]:
+    """The `anchors=` (w, h) pairs of a head with num=`count`; missing values keep Darknet's
+    initial `default`.
+
+    Darknet copies every value given into an array of 2*count floats. Values beyond it are
+    dropped with a warning (extra="ignore"), or kept with a warning ("keep": [yolo] masks that
+    name anchors beyond num= then read them, as Darknet does in practice)."""
+    flat = opts.floats("anchors", ())
+    n = count
+    if len(flat) > 2 * count:
+        past = f"anchors= has {len(flat)} values, more than the {2 * count} of num={count}"
+        what = "keeps them for mask entries beyond num" if extra == "keep" else "ignores them"
+        warn_at(f"{past}: Darknet writes them past its anchor array; darkcfg {what}",
+                opts.key_loc("anchors"))
+        if extra == "keep":
+            n = len(flat) // 2
+    elif flat and len(flat) < 2 * count:
+        warn_at(f"anchors= has {len(flat)} values but num={count} needs {2 * count}; Darknet uses "
+                f"{default} for the missing ones", opts.key_loc("anchors"))
+    values = list(flat[:2 * n]) + [default] * max(0, 2 * n - len(flat))
+    return tuple((values[2 * i], values[2 * i + 1]) for i in range(n))
+
+
+def mask_and_anchors(opts: Options, total: int
+                     ) -> tuple[tuple[int, ...], tuple[tuple[float, float], ...]]:
+    """[yolo]/[Gaussian_yolo]: the anchor indices this head uses (all num= by default) and the
+    anchors they index."""
+    mask = opts.ints("mask")
+    if mask is None:
+        mask = tuple(range(total))
+    anchors = anchor_pairs(opts, total, 0.5, extra="keep")
+    for m in mask:
+        if not 0 <= m < len(anchors):
+            raise opts.error(f"mask entry {m} is outside the num={total} anchors", "mask")
+    return mask, anchors

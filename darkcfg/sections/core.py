@@ -28,7 +28,8 @@ from ..activations import read_activation
 from ..errors import warn_at
 from ..graph import Context, Parsed, Segment, Shape, register_section
 from ..options import Options
-from ._common import non_negative, out_size, positive, register
+from ..tree import Tree, tree_option
+from ._common import mask_and_anchors, non_negative, out_size, positive, register
 
 __all__ = [
     "ConvolutionalOptions", "RouteOptions", "ShortcutOptions", "MaxpoolOptions", "UpsampleOptions",
@@ -472,6 +473,7 @@ def parse_dropout(opts: Options, ctx: Context) -> Parsed:
 class SoftmaxOptions:
     groups: int
     temperature: float
+    tree: Tree | None = None  # softmax tree (darknet9000): one softmax per group of sibling nodes
 
 
 @register("softmax", "soft")
@@ -483,10 +485,12 @@ def parse_softmax(opts: Options, ctx: Context) -> Parsed:
     temperature = opts.float("temperature", 1.0)
     if temperature == 0:
         raise opts.error("temperature=0 is not allowed", "temperature")
-    if opts.str("tree", None) is not None:
-        raise opts.error("tree= (softmax tree) is not supported yet", "tree")
+    tree = tree_option(opts)
+    if tree is not None and tree.n != shape.size:
+        raise opts.error(f"tree={opts.str('tree', '')} has {tree.n} nodes, the layer has "
+                         f"{shape.size} inputs", "tree")
     opts.int("spatial", 0)  # GPU-only in Darknet; the CPU path is the flat softmax
-    return Parsed(SoftmaxOptions(groups, temperature), shape)
+    return Parsed(SoftmaxOptions(groups, temperature, tree), shape)
 
 
 # --- [connected] ------------------------------------------------------------------------------
@@ -533,7 +537,7 @@ def parse_activation(opts: Options, ctx: Context) -> Parsed:
 class YoloOptions:
     classes: int
     mask: tuple[int, ...]
-    anchors: tuple[tuple[float, float], ...]  # all anchors (w, h) in network pixels
+    anchors: tuple[tuple[float, float], ...]  # (w, h) in network pixels: num of them, or more (see anchor_pairs)
     scale_x_y: float
     new_coords: bool
 
@@ -543,18 +547,7 @@ def parse_yolo(opts: Options, ctx: Context) -> Parsed:
     shape = ctx.require_image("a yolo layer")
     classes = non_negative(opts, "classes", opts.int("classes", 20))
     total = positive(opts, "num", opts.int("num", 1))
-    mask = opts.ints("mask")
-    if mask is None:
-        mask = tuple(range(total))
-    for m in mask:
-        if not 0 <= m < total:
-            raise opts.error(f"mask entry {m} is outside the num={total} anchors", "mask")
-    anchors_flat = opts.floats("anchors", ())
-    if len(anchors_flat) < 2 * total and anchors_flat:
-        raise opts.error(f"anchors= has {len(anchors_flat)} values, num={total} needs "
-                         f"{2 * total}", "anchors")
-    anchors = tuple((anchors_flat[2 * i], anchors_flat[2 * i + 1])
-                    for i in range(min(total, len(anchors_flat) // 2)))
+    mask, anchors = mask_and_anchors(opts, total)
     expected = len(mask) * (classes + 5)
     if shape.c != expected:
         raise opts.error(f"[yolo] with {len(mask)} anchors and classes={classes} needs "

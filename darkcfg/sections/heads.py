@@ -14,7 +14,7 @@ from ..errors import warn_at
 from ..graph import Context, Parsed, Shape
 from ..options import Options
 from ..tree import Tree, tree_option
-from ._common import non_negative, positive, register
+from ._common import anchor_pairs, mask_and_anchors, non_negative, positive, register
 
 __all__ = ["RegionOptions", "DetectionOptions", "GaussianYoloOptions", "CostOptions",
            "ContrastiveOptions", "REGION_OBJECTNESS", "REGION_CLASSES", "GAUSSIAN_BOX_ENTRIES"]
@@ -55,20 +55,6 @@ class RegionOptions:
         return self.classes if self.softmax else 0
 
 
-def _anchor_pairs(opts: Options, count: int, default: float, *, too_many_is_error: bool
-                  ) -> tuple[tuple[float, float], ...]:
-    """`count` (w, h) pairs; missing values keep Darknet's initial `default`."""
-    flat = opts.floats("anchors", ())
-    if len(flat) > 2 * count and too_many_is_error:
-        raise opts.error(f"anchors= has {len(flat)} values, num={count} takes at most "
-                         f"{2 * count} (Darknet would write past its anchor array)", "anchors")
-    if flat and len(flat) < 2 * count:
-        warn_at(f"anchors= has {len(flat)} values but num={count} needs {2 * count}; Darknet uses "
-                f"{default} for the missing ones", opts.key_loc("anchors"))
-    values = list(flat[:2 * count]) + [default] * max(0, 2 * count - len(flat))
-    return tuple((values[2 * i], values[2 * i + 1]) for i in range(count))
-
-
 @register("region", is_output=True)
 def parse_region(opts: Options, ctx: Context) -> Parsed:
     shape = ctx.require_image("a region layer")
@@ -85,7 +71,7 @@ def parse_region(opts: Options, ctx: Context) -> Parsed:
                          f"{num * entries} input channels, the previous layer gives {shape.c}")
     softmax = bool(opts.int("softmax", 0))
     tree = tree_option(opts, "tree")
-    o = RegionOptions(classes, coords, num, _anchor_pairs(opts, num, 0.5, too_many_is_error=False),
+    o = RegionOptions(classes, coords, num, anchor_pairs(opts, num, 0.5, extra="ignore"),
                       softmax, tree, bool(opts.int("bias_match", 0)), bool(opts.int("sqrt", 0)),
                       bool(opts.int("rescore", 0)), bool(opts.int("absolute", 0)),
                       opts.str("map", None))
@@ -163,17 +149,11 @@ def parse_gaussian_yolo(opts: Options, ctx: Context) -> Parsed:
     shape = ctx.require_image("a Gaussian_yolo layer")
     classes = non_negative(opts, "classes", opts.int("classes", 20))
     total = positive(opts, "num", opts.int("num", 1))
-    mask = opts.ints("mask")
-    if mask is None:
-        mask = tuple(range(total))
-    for m in mask:
-        if not 0 <= m < total:
-            raise opts.error(f"mask entry {m} is outside the num={total} anchors", "mask")
+    mask, anchors = mask_and_anchors(opts, total)
     expected = len(mask) * (GAUSSIAN_BOX_ENTRIES + 1 + classes)
     if shape.c != expected:
         raise opts.error(f"[Gaussian_yolo] with {len(mask)} anchors and classes={classes} needs "
                          f"{expected} input channels, the previous layer gives {shape.c}")
-    anchors = _anchor_pairs(opts, total, 0.5, too_many_is_error=True)
     point = opts.str("yolo_point", "center")
     if point not in _YOLO_POINTS:
         warn_at(f"yolo_point={point} is not one of {', '.join(_YOLO_POINTS)}; Darknet uses center",
