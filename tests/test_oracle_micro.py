@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import warnings
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import pytest
 import torch
 
 import darkcfg
+from darkcfg.cli import main
 from oracle import SHARED, OracleCase, micro_cases, needs_shared, rel_err
 
 pytestmark = [needs_shared, pytest.mark.oracle]
@@ -206,3 +208,14 @@ def test_what_darknet_rejects_gets_a_located_error(path: Path) -> None:
             darkcfg.parse(path)
     err = info.value
     assert err.path == str(path) and err.lineno and err.section
+
+
+@pytest.mark.parametrize("case", SUPPORTED, ids=lambda c: c.name)
+def test_build_prints_darknets_total_bflops(case: OracleCase, capsys) -> None:
+    darknet = re.search(r"^Total BFLOPS (\S+)", (case.folder / "summary.txt").read_text(), re.M)
+    argv = ["build", str(case.cfg_path)]
+    if case.meta.get("size_override"):
+        argv += ["--width", str(case.meta["input_w"]), "--height", str(case.meta["input_h"])]
+    assert main(argv) == 0
+    ours = capsys.readouterr().out.splitlines()[-1]
+    assert ours == f"Total BFLOPS {darknet.group(1)}"
