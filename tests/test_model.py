@@ -66,6 +66,40 @@ def test_state_dict_keys_are_frozen() -> None:
     ]
 
 
+EXTENDED = ("[net]\nwidth=8\nheight=8\nchannels=2\n"
+            "[convolutional]\nfilters=4\nsize=1\n"
+            "[batchnorm]\n"
+            "[shortcut]\nfrom=-2\nweights_type=per_channel\nweights_normalization=relu\n"
+            "[local]\nfilters=2\nsize=3\npad=1\n"
+            "[implicit]\nfilters=2\n"
+            "[route]\nlayers=3\n"
+            "[crnn]\nhidden=2\noutput=2\nsize=1\n"
+            "[conv_lstm]\noutput=2\nsize=1\npeephole=1\n"
+            "[avgpool]\n"
+            "[rnn]\nhidden=2\noutput=2\n"
+            "[gru]\noutput=2\n"
+            "[lstm]\noutput=2\n")
+
+
+def test_state_dict_keys_of_the_other_layer_types_are_frozen() -> None:
+    keys = list(darkcfg.build(EXTENDED).state_dict())
+    prefixes = sorted({k.rsplit(".", 1)[0] for k in keys})
+    assert prefixes == [
+        "layers.0.conv", "layers.1.bn",
+        "layers.10.input_h_layer.fc", "layers.10.input_r_layer.fc", "layers.10.input_z_layer.fc",
+        "layers.10.state_h_layer.fc", "layers.10.state_r_layer.fc", "layers.10.state_z_layer.fc",
+        "layers.11.uf.fc", "layers.11.ug.fc", "layers.11.ui.fc", "layers.11.uo.fc",
+        "layers.11.wf.fc", "layers.11.wg.fc", "layers.11.wi.fc", "layers.11.wo.fc",
+        "layers.2", "layers.3", "layers.4",
+        "layers.6.input_layer.conv", "layers.6.output_layer.conv", "layers.6.self_layer.conv",
+        "layers.7.uf.conv", "layers.7.ug.conv", "layers.7.ui.conv", "layers.7.uo.conv",
+        "layers.7.vf.conv", "layers.7.vi.conv", "layers.7.vo.conv",
+        "layers.7.wf.conv", "layers.7.wg.conv", "layers.7.wi.conv", "layers.7.wo.conv",
+        "layers.9.input_layer.fc", "layers.9.output_layer.fc", "layers.9.self_layer.fc"]
+    assert [k for k in keys if k.count(".") == 2] == [
+        "layers.2.weight", "layers.3.weight", "layers.3.bias", "layers.4.weight"]
+
+
 def test_models_start_in_inference_mode() -> None:
     model = darkcfg.build(MIXED)
     assert not model.training and not model.layers[0].bn.training
