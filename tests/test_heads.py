@@ -130,8 +130,8 @@ def test_tree_content_error_is_located_at_the_key(tmp_path) -> None:
     cfg.write_text(head_cfg(REGION_TREE, 2 * 11))
     (tmp_path / "t.tree").write_text("a -1\nb 7\n")
     err = error(cfg)
-    assert err.msg == (f"tree=data/t.tree: parent 7 of node 'b' (node 1) must be -1 or an earlier "
-                       f"node's index (at t.tree line 2)")
+    assert err.msg == ("tree=data/t.tree: parent 7 of node 'b' (node 1) must be -1 or an earlier "
+                       "node's index (at t.tree line 2)")
     assert err.lineno == 21
 
 

@@ -9,11 +9,11 @@ import torch
 from torch import Tensor, nn
 
 from ..functional import activation_function
-from ..graph import LayerSpec
+from ..graph import LayerSpec, cdiv
 from ..tree import Tree
 
 __all__ = ["Builder", "register_builder", "builder_for", "builds", "Activation", "BatchNorm2d",
-           "BatchNorm1d", "window_pads", "softmax_tree", "tree_group_sizes"]
+           "BatchNorm1d", "window_pads", "PoolWindow", "softmax_tree", "tree_group_sizes"]
 
 Builder = Callable[[LayerSpec], nn.Module]
 _BUILDERS: dict[str, Builder] = {}
@@ -71,6 +71,34 @@ class BatchNorm1d(nn.BatchNorm1d):
 def window_pads(extent: int, out: int, size: int, stride: int, before: int) -> tuple[int, int]:
     """Padding (before, after) so a plain window op yields exactly `out` positions; after may be <0."""
     return before, (out - 1) * stride + size - extent - before
+
+
+class PoolWindow(nn.Module):
+    """Where Darknet's [maxpool] and [local_avgpool] put their windows: starting at -padding//2
+    (padding is the total), `(extent + padding - size) / stride + 1` of them per axis.
+
+    A base class: `symmetric` says when torch's own pooling padding places them the same way,
+    `pads(h, w)` gives the F.pad amounts that do otherwise."""
+
+    def __init__(self, size: int, stride_y: int, stride_x: int, padding: int) -> None:
+        super().__init__()
+        self.size = size
+        self.stride = (stride_y, stride_x)
+        self.padding = padding
+        half = padding // 2
+        self.symmetric = padding == 2 * half and half <= size // 2  # within torch's limit
+
+    def pads(self, h: int, w: int) -> tuple[int, int, int, int]:
+        """(left, right, top, bottom); right/bottom may be negative (a crop)."""
+        sy, sx = self.stride
+        out_h = cdiv(h + self.padding - self.size, sy) + 1
+        out_w = cdiv(w + self.padding - self.size, sx) + 1
+        top, bottom = window_pads(h, out_h, self.size, sy, self.padding // 2)
+        left, right = window_pads(w, out_w, self.size, sx, self.padding // 2)
+        return left, right, top, bottom
+
+    def extra_repr(self) -> str:
+        return f"size={self.size}, stride={self.stride}, padding={self.padding}"
 
 
 def tree_group_sizes(tree: Tree) -> Tensor:

@@ -14,7 +14,8 @@ from torch import Tensor, nn
 from ..graph import LayerSpec, cdiv
 from ..sections.core import (ConnectedOptions, ConvolutionalOptions, MaxpoolOptions, RouteOptions,
                              ShortcutOptions, SoftmaxOptions, UpsampleOptions, YoloOptions)
-from ._common import Activation, BatchNorm1d, BatchNorm2d, builds, softmax_tree, window_pads
+from ._common import (Activation, BatchNorm1d, BatchNorm2d, PoolWindow, builds, softmax_tree,
+                      window_pads)
 
 __all__ = ["Convolutional", "Blur", "set_xnor_inverted_bits", "Route", "Shortcut", "Maxpool",
            "Upsample", "GlobalAvgpool", "Identity",
@@ -283,7 +284,7 @@ def build_shortcut(spec: LayerSpec) -> nn.Module:
     return Shortcut(spec.options, spec.in_shape.c)
 
 
-class Maxpool(nn.Module):
+class Maxpool(PoolWindow):
     """Max over windows starting at -padding//2; taps outside the image never win (-inf padding).
 
     `antialiasing`: the max runs at stride 1, then :class:`Blur` applies the stride.
@@ -291,14 +292,8 @@ class Maxpool(nn.Module):
     (N = out_channels); channels without any input stay -FLT_MAX, as in Darknet."""
 
     def __init__(self, o: MaxpoolOptions, channels: int) -> None:
-        super().__init__()
+        super().__init__(o.size, o.stride_y, o.stride_x, o.padding)
         self.opts = o
-        self.size = o.size
-        self.stride = (o.stride_y, o.stride_x)
-        self.padding = o.padding
-        half = o.padding // 2
-        # Symmetric padding within torch's limit: let max_pool2d do it (it pads with -inf).
-        self.symmetric = o.padding == 2 * half and half <= o.size // 2
         self.blur = Blur(channels, o.antialiasing, o.aa_stride_y, o.aa_stride_x) \
             if o.antialiasing else None
 
@@ -311,15 +306,9 @@ class Maxpool(nn.Module):
     def _max(self, x: Tensor) -> Tensor:
         if self.size == 1 and self.stride == (1, 1):
             return x
-        if self.symmetric:
+        if self.symmetric:  # max_pool2d pads with -inf itself
             return F.max_pool2d(x, self.size, self.stride, self.padding // 2)
-        h, w = x.shape[-2:]
-        sy, sx = self.stride
-        out_h = cdiv(h + self.padding - self.size, sy) + 1
-        out_w = cdiv(w + self.padding - self.size, sx) + 1
-        top, bottom = window_pads(h, out_h, self.size, sy, self.padding // 2)
-        left, right = window_pads(w, out_w, self.size, sx, self.padding // 2)
-        x = F.pad(x, (left, right, top, bottom), value=float("-inf"))
+        x = F.pad(x, self.pads(*x.shape[-2:]), value=float("-inf"))
         return F.max_pool2d(x, self.size, self.stride)
 
     def _depth(self, x: Tensor) -> Tensor:
@@ -335,7 +324,7 @@ class Maxpool(nn.Module):
         o = self.opts
         if o.depth:
             return f"depth, out_channels={o.out_channels}"
-        return f"size={self.size}, stride={self.stride}, padding={self.padding}"
+        return super().extra_repr()
 
 
 @builds("maxpool")

@@ -7,7 +7,6 @@ is left to a decoder that reads the typed options.
 
 from __future__ import annotations
 
-import math
 
 import torch
 from torch import Tensor, nn
@@ -16,7 +15,6 @@ from ..graph import LayerSpec
 from ..sections.heads import (REGION_CLASSES, REGION_OBJECTNESS,
                               ContrastiveOptions, DetectionOptions, GaussianYoloOptions,
                               RegionOptions)
-from ..tree import Tree
 from ._common import builds, softmax_tree, tree_group_sizes
 
 __all__ = ["softmax_tree", "tree_group_sizes", "Region", "Detection", "GaussianYolo", "Zeros"]

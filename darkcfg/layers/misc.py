@@ -13,10 +13,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..graph import LayerSpec, cdiv
+from ..graph import LayerSpec
 from ..sections.misc import (CropOptions, ImplicitOptions, LocalAvgpoolOptions, LocalOptions,
                              NormalizationOptions, ReorgOptions)
-from ._common import Activation, BatchNorm2d, builds, window_pads
+from ._common import Activation, BatchNorm2d, PoolWindow, builds
 from .core import Identity
 
 __all__ = ["Crop", "Reorg", "Reorg3d", "ScaleChannels", "Sam", "LocalAvgpool", "Batchnorm",
@@ -158,35 +158,21 @@ def build_sam(spec: LayerSpec) -> nn.Module:
 
 # --- [local_avgpool] ----------------------------------------------------------------------------
 
-class LocalAvgpool(nn.Module):
+class LocalAvgpool(PoolWindow):
     """Average over the taps of each window inside the image (windows placed as maxpool's)."""
 
     def __init__(self, o: LocalAvgpoolOptions) -> None:
-        super().__init__()
-        self.size = o.size
-        self.stride = (o.stride_y, o.stride_x)
-        self.padding = o.padding
-        half = o.padding // 2
-        self.symmetric = o.padding == 2 * half and half <= o.size // 2
+        super().__init__(o.size, o.stride_y, o.stride_x, o.padding)
 
     def forward(self, x: Tensor) -> Tensor:
         if self.symmetric:
             return F.avg_pool2d(x, self.size, self.stride, self.padding // 2,
                                 count_include_pad=False)
-        h, w = x.shape[-2:]
-        sy, sx = self.stride
-        out_h = cdiv(h + self.padding - self.size, sy) + 1
-        out_w = cdiv(w + self.padding - self.size, sx) + 1
-        top, bottom = window_pads(h, out_h, self.size, sy, self.padding // 2)
-        left, right = window_pads(w, out_w, self.size, sx, self.padding // 2)
-        pads = (left, right, top, bottom)
+        pads = self.pads(*x.shape[-2:])
         sums = F.avg_pool2d(F.pad(x, pads), self.size, self.stride, divisor_override=1)
-        ones = F.pad(x.new_ones(1, 1, h, w), pads)
+        ones = F.pad(x.new_ones(1, 1, *x.shape[-2:]), pads)
         counts = F.avg_pool2d(ones, self.size, self.stride, divisor_override=1)
         return sums / counts
-
-    def extra_repr(self) -> str:
-        return f"size={self.size}, stride={self.stride}, padding={self.padding}"
 
 
 @builds("local_avgpool")
