@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["ACTIVATION_FUNCTIONS", "activation_function"]
+__all__ = ["ACTIVATION_FUNCTIONS", "INPLACE_ACTIVATIONS", "activation_function"]
 
 
 def _linear(x: Tensor) -> Tensor:
@@ -120,6 +120,22 @@ ACTIVATION_FUNCTIONS: dict[str, Callable[[Tensor], Tensor]] = {
     "normalize_channels": _normalize_channels,
     "normalize_channels_softmax": _normalize_channels_softmax,
     "normalize_channels_softmax_maxval": _normalize_channels_softmax_maxval,
+}
+
+
+# In-place forms, for layers that own a fresh tensor (a conv's output) and run without autograd.
+INPLACE_ACTIVATIONS: dict[str, Callable[[Tensor], Tensor]] = {
+    "linear": _linear,
+    "logistic": torch.sigmoid_,
+    "relu": F.relu_,
+    "leaky": lambda x: F.leaky_relu_(x, 0.1),
+    "revleaky": lambda x: F.leaky_relu_(x, 0.1),
+    "relie": lambda x: F.leaky_relu_(x, 0.01),
+    "tanh": torch.tanh_,
+    "relu6": lambda x: x.clamp_(0.0, 6.0),
+    "hardtan": lambda x: x.clamp_(-1.0, 1.0),
+    "swish": lambda x: F.silu(x, inplace=True),
+    "mish": lambda x: F.mish(x, inplace=True),
 }
 
 

@@ -63,11 +63,14 @@ def _darknet_flat(module: torch.nn.Module, y: torch.Tensor) -> np.ndarray:
     return y[0].numpy().reshape(-1)
 
 
-def _run_steps(case: OracleCase, tmp_path) -> tuple[darkcfg.Network, list[list[np.ndarray]]]:
+def _run_steps(case: OracleCase, tmp_path, fused: bool = False
+               ) -> tuple[darkcfg.Network, list[list[np.ndarray]]]:
     """Every layer's output for each of the case's input steps (recurrent nets keep state)."""
     net = _parse(case)
     model = darkcfg.build(net, out_indices=range(len(net))).eval()
     model.load_darknet_weights(case.write_weights(tmp_path / "w.weights"))
+    if fused:
+        model.fuse()
     steps = _steps(case)
     inputs = np.load(case.folder / "input_steps.npy") if steps > 1 else case.input()[None]
     shape = net.net.input_shape
@@ -110,10 +113,11 @@ def test_graph_matches_darknet_layout(case: OracleCase) -> None:
             [(s["kind"], s["count"]) for s in ref["segments"]], spec.index
 
 
+@pytest.mark.parametrize("fused", [False, True], ids=["plain", "fused"])
 @pytest.mark.parametrize("case", [c for c in SUPPORTED if c.name not in DARKNET_BUGS],
                          ids=lambda c: c.name)
-def test_every_layer_matches_darknet(case: OracleCase, tmp_path) -> None:
-    net, per_step = _run_steps(case, tmp_path)
+def test_every_layer_matches_darknet(case: OracleCase, fused: bool, tmp_path) -> None:
+    net, per_step = _run_steps(case, tmp_path, fused)
     stored = case.outputs()
     zeroed = ZEROED_BY_DARKNET.get(case.name, set())
     for step, outs in enumerate(per_step):

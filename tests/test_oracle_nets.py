@@ -15,8 +15,13 @@ pytestmark = [needs_shared, pytest.mark.oracle]
 TOL = 1e-4
 
 
+MODES = ["plain", "fused", "fused-channels-last"]
+
+
+@pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("name", NETS)
-def test_every_layer_matches_darknet(name: str, tmp_path) -> None:
+def test_every_layer_matches_darknet(name: str, mode: str, tmp_path) -> None:
+    """Also after fuse() (BN folded, in-place activations) and in channels-last memory format."""
     case = net_case(name)
     meta = case.meta
     with warnings.catch_warnings():
@@ -24,8 +29,14 @@ def test_every_layer_matches_darknet(name: str, tmp_path) -> None:
         net = darkcfg.parse(case.cfg_path, width=meta["input_w"], height=meta["input_h"])
     model = darkcfg.build(net, out_indices=range(len(net))).eval()
     model.load_darknet_weights(case.write_weights(tmp_path / "w.weights"))
-    with torch.no_grad():
-        outs = model(torch.from_numpy(case.input())[None])
+    x = torch.from_numpy(case.input())[None]
+    if mode != "plain":
+        model.fuse()
+    if mode == "fused-channels-last":
+        model = model.to(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode():
+        outs = model(x)
     stored = case.outputs()
     assert len(outs) == len(meta["layers"])
     checked_full = 0

@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 
 import torch
 from torch import Tensor, nn
 
-from ..functional import activation_function
+from ..functional import INPLACE_ACTIVATIONS, activation_function
 from ..graph import LayerSpec, cdiv
 from ..tree import Tree
 
 __all__ = ["Builder", "register_builder", "builder_for", "builds", "Activation", "BatchNorm2d",
-           "BatchNorm1d", "window_pads", "PoolWindow", "softmax_tree", "tree_group_sizes"]
+           "BatchNorm1d", "window_pads", "PoolWindow", "deferred_init", "conv2d", "linear", "softmax_tree", "tree_group_sizes"]
 
 Builder = Callable[[LayerSpec], nn.Module]
 _BUILDERS: dict[str, Builder] = {}
@@ -37,15 +39,49 @@ def builds(type_name: str):
     return deco
 
 
-class Activation(nn.Module):
-    """A named Darknet activation (its name shows in `print(model)`)."""
+_DEFER_INIT: ContextVar[bool] = ContextVar("darkcfg_defer_init", default=False)
 
-    def __init__(self, name: str) -> None:
+
+@contextmanager
+def deferred_init() -> Iterator[None]:
+    """Build conv/linear weights without torch's random initialisation, which is most of a
+    build's time (yolov4: ~1 s): the caller is about to load them or initialise them itself."""
+    token = _DEFER_INIT.set(True)
+    try:
+        yield
+    finally:
+        _DEFER_INIT.reset(token)
+
+
+def conv2d(*args, **kwargs) -> nn.Conv2d:
+    """nn.Conv2d, left uninitialised inside :func:`deferred_init`."""
+    if _DEFER_INIT.get():
+        return nn.Conv2d(*args, device="meta", **kwargs).to_empty(device="cpu")
+    return nn.Conv2d(*args, **kwargs)
+
+
+def linear(*args, **kwargs) -> nn.Linear:
+    """nn.Linear, left uninitialised inside :func:`deferred_init`."""
+    if _DEFER_INIT.get():
+        return nn.Linear(*args, device="meta", **kwargs).to_empty(device="cpu")
+    return nn.Linear(*args, **kwargs)
+
+
+class Activation(nn.Module):
+    """A named Darknet activation (its name shows in `print(model)`).
+
+    `fresh_input=True`: the caller hands over a tensor nobody else holds (a conv's output), so
+    without autograd the activation may overwrite it instead of allocating another."""
+
+    def __init__(self, name: str, *, fresh_input: bool = False) -> None:
         super().__init__()
         self.name = name
         self.fn = activation_function(name)
+        self.fn_ = INPLACE_ACTIVATIONS.get(name) if fresh_input else None
 
     def forward(self, x: Tensor) -> Tensor:
+        if self.fn_ is not None and not (torch.is_grad_enabled() and x.requires_grad):
+            return self.fn_(x)
         return self.fn(x)
 
     def extra_repr(self) -> str:

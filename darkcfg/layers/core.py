@@ -14,8 +14,8 @@ from torch import Tensor, nn
 from ..graph import LayerSpec, cdiv
 from ..sections.core import (ConnectedOptions, ConvolutionalOptions, MaxpoolOptions, RouteOptions,
                              ShortcutOptions, SoftmaxOptions, UpsampleOptions, YoloOptions)
-from ._common import (Activation, BatchNorm1d, BatchNorm2d, PoolWindow, builds, softmax_tree,
-                      window_pads)
+from ._common import (Activation, BatchNorm1d, BatchNorm2d, PoolWindow, builds, conv2d, linear,
+                      softmax_tree, window_pads)
 
 __all__ = ["Convolutional", "Blur", "set_xnor_inverted_bits", "Route", "Shortcut", "Maxpool",
            "Upsample", "GlobalAvgpool", "Identity",
@@ -85,14 +85,14 @@ class Convolutional(nn.Module):
         # torch's own padding gives Darknet's size for every input when this holds; else pad by hand.
         self.exact = d == 1 or o.size == 2 * o.padding + 1
         self.opts = o
-        self.conv = nn.Conv2d(in_c, o.filters, o.size, stride=(o.stride_y, o.stride_x),
-                              padding=o.padding * d if self.exact else 0, dilation=d,
-                              groups=o.groups, bias=not o.batch_normalize)
+        self.conv = conv2d(in_c, o.filters, o.size, stride=(o.stride_y, o.stride_x),
+                           padding=o.padding * d if self.exact else 0, dilation=d,
+                           groups=o.groups, bias=not o.batch_normalize)
         self.bn = BatchNorm2d(o.filters) if o.batch_normalize else None
         if self.bn is not None and o.dontloadscales:
             # Darknet never reads these and keeps its initial values: variance 0, not 1.
             self.bn.running_var.zero_()
-        self.act = Activation(o.effective_activation)
+        self.act = Activation(o.effective_activation, fresh_input=True)
         self.blur = Blur(o.filters, o.antialiasing, o.aa_stride_y, o.aa_stride_x) \
             if o.antialiasing else None
 
@@ -147,6 +147,19 @@ class Convolutional(nn.Module):
         c = self.conv
         y = F.conv2d(xb, wb, c.bias, c.stride, c.padding, c.dilation, c.groups)
         return y if self.bn is None else self.bn(y)
+
+    def fold_batchnorm(self, done: dict[int, nn.Parameter]) -> None:
+        """DarknetModel.fuse(): BN folded into the conv. `done` maps an already fused weight to
+        its new bias, so share_index layers take their owner's fused tensors, as Darknet does."""
+        if self.bn is None:
+            return
+        w = self.conv.weight
+        if id(w) not in done:
+            wf, bf = self._fused()
+            w.copy_(wf)
+            done[id(w)] = nn.Parameter(bf, requires_grad=w.requires_grad)
+        self.conv.bias = done[id(w)]
+        self.bn = None
 
     def _fused(self) -> tuple[Tensor, Tensor]:
         """fuse_conv_batchnorm: w * scale/sqrt(var + 1e-5), bias - scale*mean/sqrt(var + 1e-5),
@@ -414,15 +427,26 @@ class Connected(nn.Module):
 
     def __init__(self, inputs: int, o: ConnectedOptions) -> None:
         super().__init__()
-        self.fc = nn.Linear(inputs, o.outputs, bias=not o.batch_normalize)
+        self.fc = linear(inputs, o.outputs, bias=not o.batch_normalize)
         self.bn = BatchNorm1d(o.outputs) if o.batch_normalize else None
-        self.act = Activation(o.activation)
+        self.act = Activation(o.activation, fresh_input=True)
 
     def forward(self, x: Tensor) -> Tensor:
         y = self.fc(x.flatten(1))
         if self.bn is not None:
             y = self.bn(y)
         return self.act(y)[:, :, None, None]
+
+    def fold_batchnorm(self, done: dict[int, nn.Parameter]) -> None:
+        """DarknetModel.fuse(): BN folded into the weights in float64, like the conv's."""
+        if self.bn is None:
+            return
+        bn, w = self.bn, self.fc.weight
+        inv = bn.weight.double() / torch.sqrt(bn.running_var.double() + 1e-5)
+        w.copy_((w.double() * inv[:, None]).to(w.dtype))
+        bias = (bn.bias.double() - bn.running_mean.double() * inv).to(w.dtype)
+        self.fc.bias = nn.Parameter(bias, requires_grad=w.requires_grad)
+        self.bn = None
 
 
 @builds("connected")
