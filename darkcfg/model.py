@@ -158,6 +158,33 @@ class DarknetModel(nn.Module):
         self.fused = True
         return self
 
+    @property
+    def stride(self) -> int:
+        """The largest downsampling from the input to a spatial layer output (32 for yolov4):
+        inputs whose height and width are multiples of it keep every layer's shape integral."""
+        net = self.network.net
+        factors = [net.width // s.out_shape.w for s in self.network
+                   if 1 < s.out_shape.w and net.width % s.out_shape.w == 0]
+        return max(factors, default=1)
+
+    def export(self, *, dynamic: bool = True, max_batch: int = 1024,
+               max_size: int = 8192) -> torch.export.ExportedProgram:
+        """torch.export of the model, by default with a dynamic batch and any height and width
+        that are multiples of :attr:`stride` (up to `max_size`)."""
+        net = self.network.net
+        example = torch.zeros(2, net.channels or net.inputs, net.height or 1, net.width or 1)
+        shapes = None
+        if dynamic:
+            from torch.export import Dim
+
+            k = self.stride
+            batch = Dim("batch", min=1, max=max_batch)
+            shapes = {"x": {0: batch}}
+            if net.width * net.height:
+                shapes["x"][2] = k * Dim("h_blocks", min=1, max=max(1, max_size // k))
+                shapes["x"][3] = k * Dim("w_blocks", min=1, max=max(1, max_size // k))
+        return torch.export.export(self, (example,), dynamic_shapes=shapes)
+
     def reset_state(self) -> None:
         """Forget the hidden state of recurrent layers (Darknet keeps it across predictions)."""
         for layer in self.layers:

@@ -95,3 +95,45 @@ def test_load_initialises_what_the_file_does_not_fill(tmp_path) -> None:
     w = model.layers[1].conv.weight  # dontload=1: Darknet's random init, not leftover memory
     assert torch.isfinite(w).all() and 0 < w.abs().max() <= math.sqrt(2.0 / 8)
     assert torch.equal(model.layers[1].conv.bias, torch.zeros(3))
+
+
+# --- torch.export / torch.compile ----------------------------------------------------------------
+
+def _max_rel(a: list[torch.Tensor], b: list[torch.Tensor]) -> float:
+    return max(float((p - q).abs().max() / max(1.0, float(q.abs().max()))) for p, q in zip(a, b))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("cfg", ["cfgs/darknet53-tiny.cfg", "cfgs/cspdarknet53-tiny.cfg",
+                                 "yolov4-tiny.cfg"])
+def test_one_export_runs_every_batch_and_size(cfg: str) -> None:
+    from oracle import REPO, SHARED
+
+    path = REPO / cfg if cfg.startswith("cfgs/") else (SHARED / "darknet-cfgs" / cfg if SHARED else None)
+    if path is None:
+        pytest.skip("../shared is not present (yolov4-tiny.cfg lives there)")
+    model = darkcfg.build(path).fuse()
+    assert model.stride == 32
+    program = model.export()
+    run = program.module()
+    for shape in [(1, 3, 64, 96), (3, 3, 160, 128)]:
+        x = torch.rand(*shape)
+        with torch.no_grad():
+            ours, exported = model(x), run(x)
+        assert [t.shape for t in exported] == [t.shape for t in ours]
+        assert _max_rel(exported, ours) <= 1e-5
+
+
+@pytest.mark.slow
+def test_torch_compile_gives_the_same_outputs() -> None:
+    import shutil
+
+    if shutil.which("g++") is None and shutil.which("c++") is None:
+        pytest.skip("torch.compile's CPU backend needs a C++ compiler, none is installed")
+    from oracle import REPO
+
+    model = darkcfg.build(REPO / "cfgs" / "darknet53-tiny.cfg", width=64, height=64).fuse()
+    compiled = torch.compile(model)
+    x = torch.rand(2, 3, 64, 64)
+    with torch.inference_mode():
+        assert _max_rel(compiled(x), model(x)) <= 1e-4
