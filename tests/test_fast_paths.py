@@ -137,3 +137,13 @@ def test_torch_compile_gives_the_same_outputs() -> None:
     x = torch.rand(2, 3, 64, 64)
     with torch.inference_mode():
         assert _max_rel(compiled(x), model(x)) <= 1e-4
+
+
+def test_tune_malloc_on_glibc() -> None:
+    import platform
+
+    expected = platform.libc_ver()[0] == "glibc"
+    assert darkcfg.tune_malloc() is expected
+    model = darkcfg.build(CFG)
+    with torch.no_grad():
+        assert all(torch.isfinite(o).all() for o in model(torch.rand(1, 3, 16, 16)))

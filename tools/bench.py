@@ -79,14 +79,21 @@ def peak_activation_mb(model: darkcfg.DarknetModel, batch: int) -> float:
 # -- inputs ------------------------------------------------------------------------------------
 
 def random_weights(network: Network, path: Path, seed: int = 0) -> None:
-    """A .weights file with the cfg's layout: small weights, BN scales/variances in [0.5, 1.5]."""
+    """A .weights file with the cfg's layout and values that keep activations in range: weights
+    N(0, 1/fan_in), BN scales and variances in [0.5, 1.5], biases and means in [-0.1, 0.1]
+    (exploding values would time inf/NaN arithmetic instead of the network)."""
     rng = np.random.default_rng(seed)
     with open(path, "wb") as fh:
         fh.write(WeightsHeader(0, 2, 5, 0).to_bytes())
         for spec in network:
+            outputs = 1
             for seg in spec.segments:
+                if seg.kind == "bias":
+                    outputs = seg.count
                 if seg.kind == "weight":
-                    values = rng.standard_normal(seg.count, np.float32) * np.float32(0.05)
+                    fan_in = max(1, seg.count // outputs)
+                    values = rng.standard_normal(seg.count, np.float32)
+                    values *= np.float32(1 / np.sqrt(fan_in))
                 elif seg.kind in ("scale", "variance", "other"):
                     values = rng.uniform(0.5, 1.5, seg.count).astype(np.float32)
                 else:
@@ -95,7 +102,8 @@ def random_weights(network: Network, path: Path, seed: int = 0) -> None:
 
 
 def load_rss_child(cfg: str, weights: str, overrides: dict[str, int]) -> dict[str, float]:
-    """Peak RSS of darkcfg.load in a fresh interpreter, above its RSS just before the call.
+    """Peak RSS of darkcfg.load in a fresh interpreter, above its RSS just before the call
+    (torch and darkcfg imported and warmed up by a tiny build).
 
     Linux's peak counter (VmHWM) is reset first (/proc/self/clear_refs), so the imports' own
     peak does not hide the load's."""
@@ -106,6 +114,8 @@ def load_rss_child(cfg: str, weights: str, overrides: dict[str, int]) -> dict[st
         "    for line in open('/proc/self/status'):\n"
         "        if line.startswith(key):\n"
         "            return int(line.split()[1]) / 1024\n"
+        "darkcfg.build('[net]\\nwidth=8\\nheight=8\\nchannels=3\\n[conv]\\nfilters=2\\n', init=False)"
+        "  # torch's lazy first-use set-up belongs to the baseline\n"
         "open('/proc/self/clear_refs', 'w').write('5')\n"
         "base = status('VmRSS:')\n"
         f"m = darkcfg.load({cfg!r}, {weights!r}, **{overrides!r})\n"
@@ -172,16 +182,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, help="torch/OpenCV threads (default: their own)")
     ap.add_argument("--compare", choices=["opencv"], action="append", default=[])
     ap.add_argument("--no-load-rss", action="store_true", help="skip the child-process RSS run")
+    ap.add_argument("--no-tune-malloc", action="store_true",
+                    help="leave glibc's malloc as it is (default: darkcfg.tune_malloc())")
     args = ap.parse_args(argv)
     warnings.simplefilter("ignore", darkcfg.CfgWarning)
     if args.threads:
         torch.set_num_threads(args.threads)
+    tuned = not args.no_tune_malloc and darkcfg.tune_malloc()
 
     overrides = {k: v for k, v in (("width", args.width or args.size),
                                    ("height", args.height or args.size)) if v}
     name = Path(args.cfg).name
     print(f"darkcfg bench: {name}, mode {args.mode}, batch {args.batch}, torch {torch.__version__}"
-          f" ({torch.get_num_threads()} threads)")
+          f" ({torch.get_num_threads()} threads), malloc {'tuned' if tuned else 'as is'}")
 
     t_parse = timed(lambda: darkcfg.parse(args.cfg, **overrides), args.repeat)
     network = darkcfg.parse(args.cfg, **overrides)
