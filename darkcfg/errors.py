@@ -7,10 +7,14 @@ carrying where the problem is, like :class:`tomllib.TOMLDecodeError` does.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["CfgError", "WeightsError", "CfgWarning", "Location", "warn_at"]
+__all__ = ["CfgError", "WeightsError", "CfgWarning", "Location", "warn_at", "shorten",
+           "printable", "warning_budget"]
 
 
 @dataclass(frozen=True)
@@ -46,10 +50,10 @@ class CfgError(ValueError):
     """Any problem with a cfg or weights file; ``str(e)`` reads `msg (at file line N, in [sec] #i)`."""
 
     def __init__(self, msg: str, loc: Location | None = None) -> None:
-        self.msg = msg
+        self.msg = printable(msg)
         self.loc = loc or Location()
-        where = self.loc.describe()
-        super().__init__(f"{msg} ({where})" if where else msg)
+        where = printable(self.loc.describe())
+        super().__init__(f"{self.msg} ({where})" if where else self.msg)
 
     @property
     def path(self) -> str | None:
@@ -80,6 +84,58 @@ class CfgWarning(UserWarning):
     """Something Darknet accepts but a user would likely not expect (e.g. an unused option)."""
 
 
+_MAX_MESSAGE = 2000
+
+
+def printable(text: str) -> str:
+    """A message that prints as one line and cannot drive a terminal: control and other
+    non-printable characters (from a hostile cfg's values or file names) are shown escaped, and
+    an overlong message is cut."""
+    if not text.isprintable():
+        text = "".join(ch if ch.isprintable() else ascii(ch)[1:-1] for ch in text)
+    if len(text) > _MAX_MESSAGE:
+        text = f"{text[:_MAX_MESSAGE - 200]} ... {text[-150:]}"
+    return text
+
+
+def shorten(text: str, limit: int = 60) -> str:
+    """`repr(text)`, cut in the middle when long: messages quote cfg text and must stay one line."""
+    if len(text) > limit:
+        half = limit // 2
+        return f"{text[:half]!r}...{text[-half:]!r} ({len(text):,} characters)"
+    return repr(text)
+
+
+@dataclass
+class _Budget:
+    left: int
+    suppressed: int = 0
+
+
+_BUDGET: ContextVar[_Budget | None] = ContextVar("darkcfg_warning_budget", default=None)
+
+
+@contextmanager
+def warning_budget(limit: int) -> Iterator[None]:
+    """Show at most `limit` CfgWarnings inside the block, then one that counts the rest, so a cfg of
+    thousands of junk lines cannot flood stderr (or the warnings registry)."""
+    budget = _Budget(limit)
+    token = _BUDGET.set(budget)
+    try:
+        yield
+    finally:
+        _BUDGET.reset(token)
+        if budget.suppressed:
+            warnings.warn(f"{budget.suppressed:,} more warnings were not shown (only the first "
+                          f"{limit:,} are)", CfgWarning, stacklevel=3)
+
+
 def warn_at(msg: str, loc: Location | None = None) -> None:
+    budget = _BUDGET.get()
+    if budget is not None:
+        if budget.left <= 0:
+            budget.suppressed += 1
+            return
+        budget.left -= 1
     where = loc.describe() if loc else ""
-    warnings.warn(f"{msg} ({where})" if where else msg, CfgWarning, stacklevel=3)
+    warnings.warn(printable(f"{msg} ({where})" if where else msg), CfgWarning, stacklevel=3)

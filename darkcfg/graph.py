@@ -8,16 +8,18 @@ from __future__ import annotations
 
 import difflib
 import os
+import stat
+import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ._keys import ACCEPTED_KEYS
-from .errors import CfgError, Location, warn_at
+from .errors import CfgError, Location, warn_at, warning_budget
 from .lexer import RawSection, lex
+from .limits import DEFAULT_LIMITS, INT_MAX, Limits, human_bytes
 from .options import Options
 
 __all__ = [
@@ -250,25 +252,51 @@ COMMON_KEYS = ACCEPTED_KEYS["*"]
 
 
 def parse(source: str | os.PathLike | Network, *, width: int | None = None, height: int | None = None,
-          channels: int | None = None) -> Network:
-    """Read a cfg (path or text) into a :class:`Network`; width/height/channels override [net]."""
+          channels: int | None = None, limits: Limits | None = None) -> Network:
+    """Read a cfg (path or text) into a :class:`Network`; width/height/channels override [net].
+
+    `limits` (default :data:`darkcfg.limits.DEFAULT_LIMITS`) bounds what an untrusted cfg may ask
+    for; a parsed Network passed with `limits` and no overrides is checked against them."""
+    if limits is not None and not isinstance(limits, Limits):
+        raise TypeError(f"limits must be a darkcfg.Limits, not {type(limits).__name__}")
     if isinstance(source, Network):
         if width is None and height is None and channels is None:
+            if limits is not None:
+                check_network(source, limits)
             return source
-        return parse_text(source.source, source.path, width=width, height=height, channels=channels)
-    text, path = _read_source(source)
-    return parse_text(text, path, width=width, height=height, channels=channels)
+        return parse_text(source.source, source.path, width=width, height=height, channels=channels,
+                          limits=limits)
+    limits = limits or DEFAULT_LIMITS
+    text, path = _read_source(source, limits)
+    return parse_text(text, path, width=width, height=height, channels=channels, limits=limits)
 
 
-def _read_source(source: str | os.PathLike) -> tuple[str, str | None]:
-    """A Path, or a str naming an existing file or without any '[' or newline, is a path; else text."""
-    if isinstance(source, str) and ("\n" in source or ("[" in source and not os.path.exists(source))):
-        return source, None
+def _read_source(source: str | os.PathLike, limits: Limits = DEFAULT_LIMITS) -> tuple[str, str | None]:
+    """A Path, or a str naming an existing file or without any '[' or newline, is a path; else text.
+
+    Only a regular file is read (not a device or pipe, which could block or never end), and only
+    when it is within Limits.max_cfg_bytes."""
+    if isinstance(source, str) and ("\n" in source or "\0" in source
+                                    or ("[" in source and not os.path.exists(source))):
+        return source, None  # (no path holds a NUL: such a str is text, and the lexer says why)
     path = os.fspath(source)
+    loc = Location(path)
     try:
-        data = Path(path).read_bytes()
+        try:
+            info = os.stat(path)
+        except ValueError as exc:  # a path with a NUL byte
+            raise CfgError(f"cannot read cfg file: {exc}", loc) from None
+        if not stat.S_ISREG(info.st_mode):
+            what = "a folder" if stat.S_ISDIR(info.st_mode) else "not a regular file"
+            raise CfgError(f"cannot read cfg file: it is {what}", loc)
+        if info.st_size > limits.max_cfg_bytes:
+            raise CfgError(f"cfg file is {human_bytes(info.st_size)}, more than the limit of "
+                           f"{human_bytes(limits.max_cfg_bytes)} (Limits.max_cfg_bytes): a cfg is "
+                           f"text of a few kB (is it a .weights file?)", loc)
+        with open(path, "rb") as fh:
+            data = fh.read(limits.max_cfg_bytes + 1)
     except OSError as exc:
-        raise CfgError(f"cannot read cfg file: {exc.strerror or exc}", Location(path)) from None
+        raise CfgError(f"cannot read cfg file: {exc.strerror or exc}", loc) from None
     try:
         return data.decode("utf-8"), path
     except UnicodeDecodeError:
@@ -276,19 +304,84 @@ def _read_source(source: str | os.PathLike) -> tuple[str, str | None]:
 
 
 def parse_text(text: str, path: str | None = None, *, width: int | None = None,
-               height: int | None = None, channels: int | None = None) -> Network:
-    sections = lex(text, path)
-    if not sections:
-        raise CfgError("no sections: a cfg starts with [net]", Location(path))
-    first = sections[0]
-    if canonical_type(first.header) != "net":
-        raise CfgError(f"the first section must be [net] or [network], not [{first.header}]",
-                       Location(path, first.line, None, first.header))
-    net = _parse_net(first, path, width, height, channels)
-    layers: list[LayerSpec] = []
-    for index, section in enumerate(sections[1:]):
-        layers.append(_parse_layer(section, path, index, net, layers))
+               height: int | None = None, channels: int | None = None,
+               limits: Limits | None = None) -> Network:
+    limits = limits or DEFAULT_LIMITS
+    with warning_budget(limits.max_warnings):
+        sections = lex(text, path, limits=limits)
+        if not sections:
+            raise CfgError("no sections: a cfg starts with [net]", Location(path))
+        first = sections[0]
+        if canonical_type(first.header) != "net":
+            raise CfgError(f"the first section must be [net] or [network], not [{first.header}]",
+                           Location(path, first.line, None, first.header))
+        net = _parse_net(first, path, width, height, channels, limits)
+        if len(sections) == 1:
+            raise CfgError("the cfg has no layers after [net] (Darknet cannot run it either)",
+                           Location(path, first.line, None, first.header))
+        tally = _Tally(limits, net)
+        layers: list[LayerSpec] = []
+        for index, section in enumerate(sections[1:]):
+            layers.append(_parse_layer(section, path, index, net, layers, tally))
     return Network(net, layers, path, text)
+
+
+def check_network(network: Network, limits: Limits) -> None:
+    """Check an already parsed network against `limits` (e.g. tighter ones than it was parsed with)."""
+    tally = _Tally(limits, network.net)
+    for spec in network.layers:
+        tally.add(spec.loc, spec.out_shape, spec.weight_count, spec.bflops)
+
+
+class _Tally:
+    """Running memory estimate of a parse: weights (float32 parameters) and layer outputs of one
+    image (Darknet allocates every layer's output; batch 1 as in its inference), checked against
+    the limits layer by layer, so the first layer over a limit is the one named."""
+
+    def __init__(self, limits: Limits, net: NetOptions) -> None:
+        self.limits = limits
+        self.weights = 0
+        self.activations = 0
+        self.bflops = 0.0
+        shape = net.input_shape
+        self._add_output(net.loc, shape, f"the network input {shape}")
+
+    def add(self, loc: Location, shape: Shape, weights: int, bflops: float = 0.0) -> None:
+        self.weights += weights
+        if self.weights > self.limits.max_weights:
+            so_far = "" if self.weights == weights else \
+                f"; with the layers before it the model needs {self.weights:,}"
+            raise CfgError(
+                f"too many weights: this layer has {weights:,}{so_far} "
+                f"({human_bytes(4 * self.weights)} as float32), more than the limit of "
+                f"{self.limits.max_weights:,} ({human_bytes(4 * self.limits.max_weights)}); raise "
+                f"Limits.max_weights to allow it", loc)
+        if weights > INT_MAX:
+            raise CfgError(f"this layer has {weights:,} weights, more than Darknet's 32-bit int "
+                           f"can count ({INT_MAX:,})", loc)
+        self._add_output(loc, shape, f"the output {shape}")
+        self.bflops += max(0.0, bflops)
+        if self.bflops > self.limits.max_bflops:
+            so_far = "" if self.bflops - bflops < 1 else \
+                f"; with the layers before it one image needs {self.bflops:,.0f}"
+            raise CfgError(
+                f"too much compute: this layer needs {bflops:,.0f} BFLOPs{so_far}, more than the "
+                f"limit of {self.limits.max_bflops:,}; raise Limits.max_bflops to allow it", loc)
+
+    def _add_output(self, loc: Location, shape: Shape, what: str) -> None:
+        size = shape.size
+        self.activations += size
+        if self.activations > self.limits.max_activations:
+            so_far = "" if self.activations == size else \
+                f"; with the input and the layers before it one image needs {self.activations:,}"
+            raise CfgError(
+                f"layer outputs too large: {what} has {size:,} values{so_far} "
+                f"({human_bytes(4 * self.activations)} as float32), more than the limit of "
+                f"{self.limits.max_activations:,} ({human_bytes(4 * self.limits.max_activations)}); "
+                f"raise Limits.max_activations to allow it", loc)
+        if max(size, shape.c, shape.h, shape.w) > INT_MAX:
+            raise CfgError(f"{what} has {size:,} values, more than Darknet's 32-bit int can "
+                           f"count ({INT_MAX:,})", loc)
 
 
 def _warn_unused(opts: Options) -> None:
@@ -297,8 +390,8 @@ def _warn_unused(opts: Options) -> None:
 
 
 def _parse_net(section: RawSection, path: str | None, width: int | None, height: int | None,
-               channels: int | None) -> NetOptions:
-    opts = Options(section, path)
+               channels: int | None, limits: Limits = DEFAULT_LIMITS) -> NetOptions:
+    opts = Options(section, path, None, limits)
     st = section_type("net")
     opts.accept(st.accepted)
     w = opts.int("width", 0)
@@ -309,9 +402,15 @@ def _parse_net(section: RawSection, path: str | None, width: int | None, height:
     inputs = opts.int("inputs", w * h * c)
     batch = opts.int("batch", 1)
     letter_box = opts.int("letter_box", 0)
+    given = {"width": width, "height": height, "channels": channels}
     for key, value in (("width", w), ("height", h), ("channels", c), ("inputs", inputs)):
+        # an override is not on any line of the file: name the caller, point at [net]
+        what, where = (f"{key}={value} (given to parse)", None) if given.get(key) is not None \
+            else (f"{key}={value}", key)
         if value < 0:
-            raise opts.error(f"{key}={value} must not be negative", key)
+            raise opts.error(f"{what} must not be negative", where)
+        if value > INT_MAX and (key != "inputs" or opts.has(key)):
+            raise opts.error(f"{what} is out of range: Darknet keeps it in a 32-bit int", where)
     if not (w * h * c) and inputs <= 0:
         raise opts.error("[net] gives no input size: set width, height and channels (or inputs)")
     _warn_unused(opts)
@@ -338,8 +437,8 @@ def _unknown_hint(header: str) -> str:
 
 
 def _parse_layer(section: RawSection, path: str | None, index: int, net: NetOptions,
-                 layers: list[LayerSpec]) -> LayerSpec:
-    opts = Options(section, path, index)
+                 layers: list[LayerSpec], tally: _Tally) -> LayerSpec:
+    opts = Options(section, path, index, tally.limits)
     name = canonical_type(section.header)
     if name is None:
         raise CfgError(f"unknown section type [{section.header}]{_unknown_hint(section.header)}",
@@ -349,12 +448,42 @@ def _parse_layer(section: RawSection, path: str | None, index: int, net: NetOpti
     st = section_type(name)
     opts.accept(COMMON_KEYS | st.accepted)
     ctx = Context(net, layers, index, opts)
-    parsed = st.parse(opts, ctx)
+    try:
+        parsed = st.parse(opts, ctx)
+    except OSError as exc:  # a file the section names (tree=) that the OS refuses to look at
+        raise CfgError(f"cannot read a file this section names: {exc.strerror or exc}",
+                       opts.loc()) from None
     if parsed.out_shape.size <= 0:
         raise CfgError(f"output shape {parsed.out_shape} is empty", opts.loc())
+    weights = sum(s.count for s in parsed.segments)
+    if not weights and _dontload(section):
+        weights = _held_weights(st, section, path, index, net, layers, tally.limits)
+    tally.add(opts.loc(), parsed.out_shape, weights, parsed.bflops)
     _warn_unused(opts)
     inputs = parsed.inputs if parsed.inputs is not None else (index - 1,)
     return LayerSpec(index=index, type=name, header=section.header, loc=opts.loc(), inputs=inputs,
                      in_shape=ctx.in_shape, out_shape=parsed.out_shape, options=parsed.options,
                      bflops=float(np.float32(parsed.bflops)), segments=parsed.segments,
                      params=parsed.params)
+
+
+def _dontload(section: RawSection) -> bool:
+    return any(o.key == "dontload" for o in section.options)
+
+
+def _held_weights(st: SectionType, section: RawSection, path: str | None, index: int,
+                  net: NetOptions, layers: list[LayerSpec], limits: Limits) -> int:
+    """Weights a `dontload=1` layer still holds in torch (the file just does not store them): the
+    same section parsed without `dontload`, quietly. 0 if that does not parse."""
+    plain = RawSection(section.header, section.line,
+                       [o for o in section.options if o.key != "dontload"])
+    opts = Options(plain, path, index, limits)
+    opts.accept(COMMON_KEYS | st.accepted)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with warning_budget(0):
+                parsed = st.parse(opts, Context(net, layers, index, opts))
+    except CfgError:
+        return 0
+    return sum(s.count for s in parsed.segments)

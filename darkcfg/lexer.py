@@ -7,13 +7,19 @@ opens a section, anything else is `key=value`. Darknet's oddities are kept but w
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
-from .errors import CfgError, Location, warn_at
+from .errors import CfgError, Location, shorten, warn_at
+from .limits import DEFAULT_LIMITS, Limits
 
 __all__ = ["RawOption", "RawSection", "lex"]
 
 _WHITESPACE = " \t\r\n\v\f"
+# Darknet's fgetl ends lines at '\n' only ('\r' is whitespace); a bare '\r' also ends one here, so
+# old Mac files read line by line. Not str.splitlines(): it also breaks at \x1c-\x1e, \x85, \u2028,
+# which Darknet keeps inside the line (and line numbers would drift from the editor's).
+_LINE_BREAK = re.compile(r"\r\n|\r|\n")
 
 
 @dataclass(frozen=True)
@@ -48,34 +54,53 @@ def _value_column(raw: str, eq_pos_in_squeezed: int) -> int:
     return len(raw) + 1
 
 
-def lex(text: str, path: str | None = None) -> list[RawSection]:
+def lex(text: str, path: str | None = None, *, limits: Limits = DEFAULT_LIMITS) -> list[RawSection]:
     """Split cfg text into sections of raw options, with line and column of every value."""
+    _check_text(text, path, limits)
     sections: list[RawSection] = []
-    for lineno, raw in enumerate(text.splitlines(), start=1):
+    for lineno, raw in enumerate(_LINE_BREAK.split(text), start=1):
+        if len(raw) > limits.max_line:
+            raise CfgError(f"line of {len(raw):,} characters, more than the limit of "
+                           f"{limits.max_line:,} (Limits.max_line)", Location(path, lineno))
         line = _squeeze(raw)
         if not line or line[0] in "#;":
             continue
         if line[0] == "[":
             sections.append(_header(line, raw, lineno, path))
+            if len(sections) > limits.max_layers + 1:
+                raise CfgError(f"more than {limits.max_layers:,} layers (Limits.max_layers)",
+                               Location(path, lineno, None, sections[-1].header))
             continue
         if not sections:
-            raise CfgError(f"option {line!r} before any [section]",
+            raise CfgError(f"option {shorten(line)} before any [section]",
                            Location(path, lineno, _first_col(raw)))
         section = sections[-1]
         eq = line.find("=")
         loc = Location(path, lineno, _first_col(raw), section.header)
         if eq < 0:
-            warn_at(f"line {line!r} has no '=' and is ignored", loc)
+            warn_at(f"line {shorten(line)} has no '=' and is ignored", loc)
             continue
         if eq == len(line) - 1:
             # Darknet rejects `key=` ("Config file error"): the option keeps its default.
-            warn_at(f"option {line[:-1]!r} has an empty value and is ignored", loc)
+            warn_at(f"option {shorten(line[:-1])} has an empty value and is ignored", loc)
             continue
         if eq == 0:
-            warn_at(f"line {line!r} has no key and is ignored", loc)
+            warn_at(f"line {shorten(line)} has no key and is ignored", loc)
             continue
         section.options.append(RawOption(line[:eq], line[eq + 1 :], lineno, _value_column(raw, eq)))
     return sections
+
+
+def _check_text(text: str, path: str | None, limits: Limits) -> None:
+    """Refuse what is not cfg text before looking at lines: oversized input, binary data."""
+    if len(text) > limits.max_cfg_bytes:
+        raise CfgError(f"cfg text of {len(text):,} characters, more than the limit of "
+                       f"{limits.max_cfg_bytes:,} (Limits.max_cfg_bytes)", Location(path))
+    nul = text.find("\0")
+    if nul >= 0:
+        line = text.count("\n", 0, nul) + 1
+        raise CfgError(f"the cfg contains NUL bytes ({text.count(chr(0)):,} of them): a binary or "
+                       f"damaged file, not cfg text", Location(path, line))
 
 
 def _first_col(raw: str) -> int:
@@ -86,11 +111,14 @@ def _header(line: str, raw: str, lineno: int, path: str | None) -> RawSection:
     end = line.find("]")
     loc = Location(path, lineno, _first_col(raw))
     if end < 0:
-        raise CfgError(f"section header {line!r} is missing its closing ']'", loc)
+        raise CfgError(f"section header {shorten(line)} is missing its closing ']'", loc)
     name = line[1:end]
     if not name:
         raise CfgError("empty section header '[]'", loc)
+    if len(name) > 64 or not name.isprintable():
+        raise CfgError(f"section header {shorten(line)} does not name a section (a name is at "
+                       f"most 64 printable characters)", loc)
     trailing = line[end + 1 :]
     if trailing and trailing[0] not in "#;":
-        raise CfgError(f"unexpected text {trailing!r} after section header [{name}]", loc)
+        raise CfgError(f"unexpected text {shorten(trailing)} after section header [{name}]", loc)
     return RawSection(name, lineno)

@@ -11,8 +11,9 @@ import math
 import re
 from collections.abc import Iterable
 
-from .errors import CfgError, Location, warn_at
+from .errors import CfgError, Location, shorten, warn_at
 from .lexer import RawOption, RawSection
+from .limits import DEFAULT_LIMITS, INT_MAX, Limits
 
 __all__ = ["Options"]
 
@@ -27,16 +28,18 @@ _MISSING = object()
 class Options:
     """The options of one section, read by key with Darknet's first-occurrence-wins rule."""
 
-    def __init__(self, section: RawSection, path: str | None = None, index: int | None = None) -> None:
+    def __init__(self, section: RawSection, path: str | None = None, index: int | None = None,
+                 limits: Limits = DEFAULT_LIMITS) -> None:
         self.section = section
         self.path = path
         self.index = index
+        self.limits = limits  # parsers check what they allocate against limits.max_items
         self._by_key: dict[str, RawOption] = {}
         for opt in section.options:
             if opt.key in self._by_key:
                 first = self._by_key[opt.key]
-                warn_at(f"duplicate option {opt.key!r}: Darknet uses the first value "
-                        f"{first.value!r} from line {first.line}", self.loc(opt))
+                warn_at(f"duplicate option {shorten(opt.key)}: Darknet uses the first value "
+                        f"{shorten(first.value)} from line {first.line}", self.loc(opt))
                 continue
             self._by_key[opt.key] = opt
         self._used: set[str] = set()
@@ -68,6 +71,14 @@ class Options:
         self._used.add(key)
         return self._by_key.get(key)
 
+    def check_items(self, key: str, count: int, what: str) -> int:
+        """A count the parser is about to allocate a list or table of (anchors, a default mask):
+        refused beyond Limits.max_items, so `num=1000000000` is an error, not a MemoryError."""
+        if count > self.limits.max_items:
+            raise self.error(f"{key}={count} would need {count:,} {what}, more than the limit of "
+                             f"{self.limits.max_items:,} (Limits.max_items)", key)
+        return count
+
     # -- typed readers --------------------------------------------------------------------------
     def int(self, key: str, default: int) -> int:
         opt = self._raw(key)
@@ -97,9 +108,12 @@ class Options:
     def _split_list(self, opt: RawOption) -> list[str]:
         """Darknet counts commas and atoi()s each piece, so an empty piece reads as 0."""
         parts = opt.value.split(",")
+        if len(parts) > self.limits.max_items:
+            raise CfgError(f"{opt.key}= lists {len(parts):,} items, more than the limit of "
+                           f"{self.limits.max_items:,} (Limits.max_items)", self.loc(opt))
         if "" in parts:
-            warn_at(f"{opt.key}={opt.value!r} has an empty list item, which Darknet reads as 0",
-                    self.loc(opt))
+            warn_at(f"{opt.key}={shorten(opt.value)} has an empty list item, which Darknet reads "
+                    f"as 0", self.loc(opt))
         return parts
 
     def _to_int(self, opt: RawOption, text: str) -> int:
@@ -107,18 +121,24 @@ class Options:
             return 0
         m = _INT_PREFIX.match(text)
         if m is None:
-            raise CfgError(f"{opt.key}={opt.value!r} is not an integer", self.loc(opt))
+            raise CfgError(f"{opt.key}={shorten(opt.value)} is not an integer", self.loc(opt))
         self._check_tail(opt, text, m.end())
-        return int(m.group())
+        # Darknet's atoi() keeps an int; beyond it C gives garbage (and Python refuses > 4300 digits).
+        digits = m.group().lstrip("+-").lstrip("0")
+        value = int(m.group()) if len(digits) <= 10 else None
+        if value is None or not -INT_MAX - 1 <= value <= INT_MAX:
+            raise CfgError(f"{opt.key}={shorten(opt.value)} is out of range: Darknet reads a 32-bit "
+                           f"int ({-INT_MAX - 1}..{INT_MAX})", self.loc(opt))
+        return value
 
     def _to_float(self, opt: RawOption, text: str) -> float:
         m = _FLOAT_PREFIX.match(text)
         if m is None:
-            raise CfgError(f"{opt.key}={opt.value!r} is not a number", self.loc(opt))
+            raise CfgError(f"{opt.key}={shorten(opt.value)} is not a number", self.loc(opt))
         self._check_tail(opt, text, m.end())
         value = float(m.group())
         if not math.isfinite(value):
-            raise CfgError(f"{opt.key}={opt.value!r} is not a finite number", self.loc(opt))
+            raise CfgError(f"{opt.key}={shorten(opt.value)} is not a finite number", self.loc(opt))
         return value
 
     def _check_tail(self, opt: RawOption, text: str, end: int) -> None:
@@ -128,7 +148,7 @@ class Options:
         if tail[0] in "#;":
             return  # an inline comment after a number: Darknet's atoi stops there too
         if tail[0] == "." and opt.key and _INT_PREFIX.fullmatch(text[:end]):
-            raise CfgError(f"{opt.key}={opt.value!r} must be an integer", self.loc(opt))
-        raise CfgError(f"{opt.key}={opt.value!r} has unexpected text {tail!r} after the number",
-                       self.loc(opt))
+            raise CfgError(f"{opt.key}={shorten(opt.value)} must be an integer", self.loc(opt))
+        raise CfgError(f"{opt.key}={shorten(opt.value)} has unexpected text {shorten(tail)} after "
+                       f"the number", self.loc(opt))
 

@@ -51,6 +51,7 @@ def anchor_pairs(opts: Options, count: int, default: float, *, extra: str
     Darknet copies every value given into an array of 2*count floats. Values beyond it are
     dropped with a warning (extra="ignore"), or kept with a warning ("keep": [yolo] masks that
     name anchors beyond num= then read them, as Darknet does in practice)."""
+    opts.check_items("num", count, "anchors")
     flat = opts.floats("anchors", ())
     n = count
     if len(flat) > 2 * count:
@@ -73,7 +74,7 @@ def mask_and_anchors(opts: Options, total: int
     anchors they index."""
     mask = opts.ints("mask")
     if mask is None:
-        mask = tuple(range(total))
+        mask = tuple(range(opts.check_items("num", total, "anchors")))
     anchors = anchor_pairs(opts, total, 0.5, extra="keep")
     for m in mask:
         if not 0 <= m < len(anchors):
