@@ -1,20 +1,27 @@
 """Darknet .weights I/O: header, then every layer's float32 segments in `load_weights` order.
 
-The file is read once into one buffer; each segment becomes a tensor view of it and is copied into
-its parameter only after the whole file has been checked, so a failed load changes nothing.
+A weights file may be truncated, padded, damaged or meant for another cfg. The header and the
+file's size are checked against the cfg's segments before the body is read (so a 100 GB file that
+does not fit is refused at once, and a prefix load reads only the prefix); the floats used are read
+once into one buffer, every target tensor is checked, and only then do the parameters become views
+of that buffer, so a failed load changes nothing. NaN/Inf values and negative BN variances (the
+usual sign of a file for another cfg) load as Darknet would load them, with a warning naming the
+layer.
 """
 
 from __future__ import annotations
 
 import os
+import stat
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import nn
 
-from .errors import Location, WeightsError, warn_at
+from .errors import Location, WeightsError, warn_at, warning_budget
 from .graph import LayerSpec, Network, Segment
+from .limits import DEFAULT_LIMITS
 
 __all__ = ["WeightsHeader", "LoadReport", "read_header", "load_weights", "save_weights"]
 
@@ -56,6 +63,11 @@ class LoadReport:
     floats_left: int
 
 
+# Darknet writes 0.2.5 (older files 0.1.0; a major or minor above 1000 flags transposed
+# [connected] weights). Anything beyond this is not a Darknet header but some other file's bytes.
+MAX_VERSION = 65535
+
+
 def read_header(data: bytes | memoryview, path: str = "") -> WeightsHeader:
     loc = Location(path)
     if len(data) < 12:
@@ -64,6 +76,9 @@ def read_header(data: bytes | memoryview, path: str = "") -> WeightsHeader:
     major, minor, revision = (int(v) for v in np.frombuffer(data, "<i4", 3))
     if major < 0 or minor < 0 or revision < 0:
         raise WeightsError(f"weights header version {major}.{minor}.{revision} is not valid", loc)
+    if max(major, minor, revision) > MAX_VERSION:
+        raise WeightsError(f"weights header version {major}.{minor}.{revision} is not valid: "
+                           f"{_not_weights_hint(bytes(data[:4]))}", loc)
     wide = major * 10 + minor >= 2
     need = 12 + (8 if wide else 4)
     if len(data) < need:
@@ -73,26 +88,38 @@ def read_header(data: bytes | memoryview, path: str = "") -> WeightsHeader:
     return WeightsHeader(major, minor, revision, seen)
 
 
-def _read_file(path: str) -> tuple[WeightsHeader, np.ndarray]:
-    """One pass over the file: the header, then the body as one aligned, writable float32 array."""
+def _not_weights_hint(magic: bytes) -> str:
+    """Say what the file looks like instead; the usual mix-ups are checkpoints and cfg files."""
+    if magic.startswith(b"PK"):
+        return ("this is a zip archive (e.g. a PyTorch .pt checkpoint), not a Darknet .weights "
+                "file")
+    if magic[:1] == b"\x80":
+        return "this is a Python pickle, not a Darknet .weights file"
+    if magic.lstrip()[:1] in (b"[", b"#", b";"):
+        return "this looks like a cfg (text) file, not a Darknet .weights file"
+    return "this does not look like a Darknet .weights file"
+
+
+@dataclass(frozen=True)
+class _Source:
+    """An open weights file whose header has been read: `floats` values follow the header."""
+
+    header: WeightsHeader
+    floats: int
+
+
+def _open(fh, path: str) -> _Source:
+    """Check the file before reading its body: a regular file, a valid header, whole floats."""
     loc = Location(path)
-    try:
-        with open(path, "rb") as fh:
-            size = os.fstat(fh.fileno()).st_size
-            head = fh.read(20)
-            header = read_header(head, path)
-            fh.seek(header.nbytes)
-            body = size - header.nbytes
-            if body % 4:
-                raise WeightsError(f"weights file body is {body} bytes, not a whole number of "
-                                   f"float32 values", loc)
-            floats = np.fromfile(fh, "<f4", body // 4)
-    except OSError as exc:
-        raise WeightsError(f"cannot read weights file: {exc.strerror or exc}", loc) from None
-    if len(floats) != body // 4:
-        raise WeightsError(f"weights file changed while it was read ({len(floats)} of "
-                           f"{body // 4} floats)", loc)
-    return header, floats
+    info = os.fstat(fh.fileno())
+    if not stat.S_ISREG(info.st_mode):
+        raise WeightsError("cannot read weights file: it is not a regular file", loc)
+    header = read_header(fh.read(20), path)
+    body = info.st_size - header.nbytes
+    if body % 4:
+        raise WeightsError(f"weights file body is {body} bytes, not a whole number of "
+                           f"float32 values", loc)
+    return _Source(header, body // 4)
 
 
 def _stop(network: Network, cutoff: int | None) -> int:
@@ -105,6 +132,34 @@ def _layer_desc(spec: LayerSpec) -> str:
     return f"layer {spec.index} ([{spec.header}] at line {spec.loc.line})"
 
 
+def _check_counts(network: Network, stop: int, src: _Source, strict: bool, loc: Location) -> int:
+    """How many floats the load reads; every size mismatch is found here, before any is read."""
+    total = sum(spec.weight_count for spec in network.layers[:stop])
+    if src.floats == 0 and total:
+        first = next(s for s in network.layers[:stop] if s.weight_count)
+        h = src.header
+        raise WeightsError(
+            f"weights file holds only its {h.nbytes}-byte header (version {h.major}.{h.minor}."
+            f"{h.revision}, seen {h.seen}) and no weights; the cfg needs {total:,} floats, "
+            f"{_layer_desc(first)} the first {first.weight_count:,}", loc)
+    pos = 0
+    for spec in network.layers[:stop]:
+        need = spec.weight_count
+        if need > src.floats - pos:
+            before = f" ({pos} read for layers 0-{spec.index - 1})" if spec.index else ""
+            raise WeightsError(
+                f"weights file ends inside {_layer_desc(spec)}: it needs {need} floats, "
+                f"{src.floats - pos} are left{before}", loc)
+        pos += need
+    left = src.floats - pos
+    if left and strict:
+        raise WeightsError(
+            f"weights file has {left} floats left over after layer {stop - 1} "
+            f"({pos} of {src.floats} read): it does not fit this cfg; pass strict=False to load "
+            f"the first {pos} floats anyway", loc)
+    return pos
+
+
 def _segment_target(module: nn.Module, seg: Segment) -> torch.Tensor:
     try:
         return module.get_parameter(seg.name)
@@ -112,8 +167,30 @@ def _segment_target(module: nn.Module, seg: Segment) -> torch.Tensor:
         return module.get_buffer(seg.name)
 
 
-def _from_file(values: np.ndarray, target: torch.Tensor, seg: Segment, header: WeightsHeader) -> torch.Tensor:
-    t = torch.from_numpy(values)
+def _tensors(module: nn.Module) -> dict[str, torch.Tensor]:
+    """A layer's parameters and buffers by state_dict name: one walk per layer, not per segment."""
+    found: dict[str, torch.Tensor] = dict(module.named_buffers(remove_duplicate=False))
+    found.update(module.named_parameters(remove_duplicate=False))
+    return found
+
+
+def _checked_target(tensors: dict[str, torch.Tensor], seg: Segment, spec: LayerSpec,
+                    loc: Location) -> torch.Tensor:
+    """The tensor a segment fills; a builder that does not match its layer's segments is an error
+    (raised before anything is copied)."""
+    target = tensors.get(seg.name)
+    if target is None:
+        raise WeightsError(f"{_layer_desc(spec)} has no tensor {seg.name!r} for its weights "
+                           f"segment", loc) from None
+    if target.numel() != seg.count:
+        raise WeightsError(f"{_layer_desc(spec)}: tensor {seg.name!r} has {target.numel()} values, "
+                           f"its weights segment {seg.count}", loc)
+    return target
+
+
+def _from_file(values: torch.Tensor, target: torch.Tensor, seg: Segment, header: WeightsHeader
+               ) -> torch.Tensor:
+    t = values
     if seg.transposed or (seg.header_transposed and header.transpose):
         out = target.shape[0]
         t = t.view(-1, out).t()
@@ -132,41 +209,96 @@ def _to_file(tensor: torch.Tensor, seg: Segment, header: WeightsHeader) -> np.nd
     return t.contiguous().numpy().reshape(-1)
 
 
+_CHUNK = 1 << 20  # floats per read: 4 MiB, so the finiteness check runs on data still in cache
+
+
+def _read_floats(fh, count: int) -> tuple[np.ndarray, bool]:
+    """Read `count` float32 values into one buffer, checking each chunk for NaN/Inf while it is
+    still in cache (a second pass over a 250 MB buffer would cost as much as the read)."""
+    floats = np.empty(count, "<f4")
+    raw = memoryview(floats).cast("B")
+    finite = True
+    done = 0
+    while done < count:
+        n = min(_CHUNK, count - done)
+        got = fh.readinto(raw[4 * done:4 * (done + n)])
+        if not got:
+            break
+        got //= 4
+        finite = finite and bool(np.isfinite(floats[done:done + got]).all())
+        done += got
+    return floats[:done], finite
+
+
+def _warn_suspicious(spec: LayerSpec, floats: np.ndarray, start: int, path: str,
+                     finite: bool) -> None:
+    """Values Darknet would load without a word but that make outputs NaN: warn, naming the layer.
+
+    NaN/Inf anywhere (a damaged or diverged file; `finite`: the read found none); negative BN
+    variances (sqrt of a negative: the usual sign that the file belongs to another cfg and the
+    segments are misaligned)."""
+    n = spec.weight_count
+    bad = 0 if finite else int(n - np.count_nonzero(np.isfinite(floats[start:start + n])))
+    if bad:
+        warn_at(f"{_layer_desc(spec)}: {bad:,} of its {n:,} weights are NaN or infinite; loaded "
+                f"as they are, its outputs will be NaN", Location(path))
+    pos = start
+    negative = total = 0
+    for seg in spec.segments:
+        if seg.kind == "variance":
+            negative += int(np.count_nonzero(floats[pos:pos + seg.count] < 0))
+            total += seg.count
+        pos += seg.count
+    if negative:
+        warn_at(f"{_layer_desc(spec)}: {negative:,} of its {total:,} BN variances are negative, "
+                f"which makes its outputs NaN (does the weights file belong to this cfg?)",
+                Location(path))
+
+
 def load_weights(network: Network, layers: nn.ModuleList, path: str | os.PathLike, *,
                  strict: bool = True, cutoff: int | None = None) -> LoadReport:
-    """Read `path` into `layers` (built from `network`); see DarknetModel.load_darknet_weights."""
+    """Read `path` into `layers` (built from `network`); see DarknetModel.load_darknet_weights.
+
+    All checks (header, sizes, targets) come before the first parameter changes, so a failed load
+    leaves the model as it was. Only the floats the load uses are read: a huge file that does not
+    fit is refused from its size alone."""
     path = str(path)
     loc = Location(path)
-    header, floats = _read_file(path)
     stop = _stop(network, cutoff)
+    try:
+        with open(path, "rb") as fh:
+            src = _open(fh, path)
+            pos = _check_counts(network, stop, src, strict, loc)
+            fh.seek(src.header.nbytes)
+            floats, finite = _read_floats(fh, pos)
+    except OSError as exc:
+        raise WeightsError(f"cannot read weights file: {exc.strerror or exc}", loc) from None
+    if len(floats) != pos:
+        raise WeightsError(f"weights file changed while it was read ({len(floats)} of "
+                           f"{pos} floats)", loc)
+    header = src.header
     pending: list[tuple[torch.Tensor, torch.Tensor]] = []
-    pos = 0
-    for spec in network.layers[:stop]:
-        need = spec.weight_count
-        if need > len(floats) - pos:
-            raise WeightsError(
-                f"weights file ends inside {_layer_desc(spec)}: it needs {need} floats, "
-                f"{len(floats) - pos} are left ({pos} read for layers 0-{spec.index - 1})", loc)
-        module = layers[spec.index]
-        for seg in spec.segments:
-            target = _segment_target(module, seg)
-            values = floats[pos:pos + seg.count]
-            pending.append((target, _from_file(values, target, seg, header)))
-            pos += seg.count
-    left = len(floats) - pos
-    if left and strict:
-        raise WeightsError(
-            f"weights file has {left} floats left over after layer {stop - 1} "
-            f"({pos} of {len(floats)} read): it does not fit this cfg; pass strict=False to load "
-            f"the first {pos} floats anyway", loc)
+    buffer = torch.from_numpy(floats)
+    start = 0
+    with warning_budget(DEFAULT_LIMITS.max_warnings):
+        for spec in network.layers[:stop]:
+            if not spec.segments:
+                continue
+            if not finite or any(seg.kind == "variance" for seg in spec.segments):
+                _warn_suspicious(spec, floats, start, path, finite)
+            tensors = _tensors(layers[spec.index])
+            for seg in spec.segments:
+                target = _checked_target(tensors, seg, spec, loc)
+                values = buffer[start:start + seg.count]
+                pending.append((target, _from_file(values, target, seg, header)))
+                start += seg.count
+    left = src.floats - pos
     if left:
         warn_at(f"loaded the first {pos} floats of {path}; {left} floats were left unread", None)
-    # When the file is used whole, tensors become views of the one buffer read (no second copy);
-    # a prefix load copies, so the unread rest of a large file is not kept alive.
-    share = left == 0
+    # The buffer holds exactly the floats used, so tensors become views of it (no second copy).
     with torch.no_grad():
         for target, values in pending:
-            if share and _can_alias(target, values):
+            if _can_alias(target, values):
                 target.set_(values)
             else:
                 target.copy_(values)
@@ -178,9 +310,14 @@ def save_weights(network: Network, layers: nn.ModuleList, path: str | os.PathLik
     """Write layers < cutoff in Darknet's order; `header` None writes version 0.2.5, seen 0."""
     header = header or WeightsHeader(*DEFAULT_VERSION, seen=0)
     stop = _stop(network, cutoff)
-    with open(path, "wb") as fh:
-        fh.write(header.to_bytes())
-        for spec in network.layers[:stop]:
-            module = layers[spec.index]
-            for seg in spec.segments:
-                _to_file(_segment_target(module, seg), seg, header).astype("<f4", copy=False).tofile(fh)
+    try:
+        with open(path, "wb") as fh:
+            fh.write(header.to_bytes())
+            for spec in network.layers[:stop]:
+                module = layers[spec.index]
+                for seg in spec.segments:
+                    values = _to_file(_segment_target(module, seg), seg, header)
+                    values.astype("<f4", copy=False).tofile(fh)
+    except OSError as exc:
+        raise WeightsError(f"cannot write weights file: {exc.strerror or exc}",
+                           Location(str(path))) from None
