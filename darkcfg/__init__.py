@@ -10,12 +10,19 @@ from .graph import (Context, LayerSpec, Network, Parsed, Segment, Shape, parse,
                     register_section as _register_parser)
 from .layers import register_builder
 from .model import DarknetModel, build, load
+from .detection import (Detection, RawDetections, decode, detect, detect_batch, nms, read_names,
+                        select)
+from .image import draw_detections
+from .limits import Limits
+from .runtime import tune_malloc
 from .weights import LoadReport, WeightsHeader
 
 __all__ = [
     "parse", "build", "load", "DarknetModel", "Network", "LayerSpec", "Shape", "Segment", "Parsed",
     "Context", "CfgError", "WeightsError", "CfgWarning", "Location", "LoadReport", "WeightsHeader",
     "register_section", "register_builder",
+    "detect", "detect_batch", "decode", "nms", "select", "Detection", "RawDetections",
+    "read_names", "draw_detections", "tune_malloc", "Limits",
 ]
 
 __version__ = "0.1.0"

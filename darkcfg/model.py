@@ -19,6 +19,7 @@ from .errors import CfgError
 from .graph import NETWORK_INPUT, Network, parse
 from .layers import builder_for
 from .layers._common import deferred_init
+from .limits import Limits
 from .weights import LoadReport, WeightsHeader, load_weights, save_weights
 
 __all__ = ["DarknetModel", "build", "load"]
@@ -218,7 +219,7 @@ class DarknetModel(nn.Module):
 
 
 def build(net_or_path: Network | str | os.PathLike, out_indices: Sequence[int] | None = None, *,
-          init: bool = True, **parse_overrides: int) -> DarknetModel:
+          init: bool = True, **parse_overrides: int | Limits | None) -> DarknetModel:
     """Build the torch model of a parsed network, a cfg path or cfg text.
 
     The model starts in eval mode, i.e. Darknet's inference (BN uses the rolling statistics);
@@ -231,7 +232,7 @@ def build(net_or_path: Network | str | os.PathLike, out_indices: Sequence[int] |
 
 def load(cfg: Network | str | os.PathLike, weights: str | os.PathLike | None = None, *,
          out_indices: Sequence[int] | None = None, strict: bool = True,
-         **parse_overrides: int) -> DarknetModel:
+         **parse_overrides: int | Limits | None) -> DarknetModel:
     """Build a model and, when given, load its Darknet .weights file.
 
     Layers the file does not reach (strict=False with a shorter file) keep Darknet's random

@@ -147,8 +147,11 @@ def find_data_file(value: str, cfg_path: str | None) -> tuple[Path | None, list[
         if str(cand) not in tried:
             tried.append(str(cand))
     for cand in tried:
-        if Path(cand).is_file():
-            return Path(cand), tried
+        try:
+            if Path(cand).is_file():
+                return Path(cand), tried
+        except OSError:  # e.g. a name longer than the file system allows: not there
+            continue
     return None, tried
 
 

@@ -540,6 +540,22 @@ class YoloOptions:
     anchors: tuple[tuple[float, float], ...]  # (w, h) in network pixels: num of them, or more (see anchor_pairs)
     scale_x_y: float
     new_coords: bool
+    nms_kind: str = "default"  # default (IoU), greedynms (DIoU, beta 0.6), diounms (DIoU, beta_nms)
+    beta_nms: float = 0.6
+
+
+# nms_kind values Darknet's parse_yolo knows; anything else is its DEFAULT_NMS.
+YOLO_NMS_KINDS = ("default", "greedynms", "diounms")
+
+
+def nms_kind_option(opts: Options, kinds: tuple[str, ...]) -> str:
+    """`nms_kind=` as Darknet reads it: an unknown name silently means the default IoU NMS."""
+    kind = opts.str("nms_kind", "default")
+    if kind not in kinds:
+        warn_at(f"nms_kind={kind} is not one of {', '.join(kinds)}; Darknet uses the default "
+                f"(IoU) NMS", opts.key_loc("nms_kind"))
+        kind = "default"
+    return kind
 
 
 @register("yolo", is_output=True)
@@ -554,5 +570,7 @@ def parse_yolo(opts: Options, ctx: Context) -> Parsed:
                          f"{expected} input channels, the previous layer gives {shape.c}")
     scale_x_y = opts.float("scale_x_y", 1.0)
     new_coords = bool(opts.int("new_coords", 0))
-    return Parsed(YoloOptions(classes, mask, anchors, scale_x_y, new_coords), shape)
+    kind = nms_kind_option(opts, YOLO_NMS_KINDS)
+    return Parsed(YoloOptions(classes, mask, anchors, scale_x_y, new_coords, kind,
+                              opts.float("beta_nms", 0.6)), shape)
 

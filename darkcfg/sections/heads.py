@@ -15,6 +15,7 @@ from ..graph import Context, Parsed, Shape
 from ..options import Options
 from ..tree import Tree, tree_option
 from ._common import anchor_pairs, mask_and_anchors, non_negative, positive, register
+from .core import YOLO_NMS_KINDS, nms_kind_option
 
 __all__ = ["RegionOptions", "DetectionOptions", "GaussianYoloOptions", "CostOptions",
            "ContrastiveOptions", "REGION_OBJECTNESS", "REGION_CLASSES", "GAUSSIAN_BOX_ENTRIES"]
@@ -41,6 +42,7 @@ class RegionOptions:
     rescore: bool
     absolute: bool
     map_file: str | None  # class map for decoding, as written (`map=`); not read here
+    classfix: int = 0  # -1: decoding zeroes objectness below 0.5 (get_region_boxes)
 
     @property
     def entries(self) -> int:
@@ -74,7 +76,7 @@ def parse_region(opts: Options, ctx: Context) -> Parsed:
     o = RegionOptions(classes, coords, num, anchor_pairs(opts, num, 0.5, extra="ignore"),
                       softmax, tree, bool(opts.int("bias_match", 0)), bool(opts.int("sqrt", 0)),
                       bool(opts.int("rescore", 0)), bool(opts.int("absolute", 0)),
-                      opts.str("map", None))
+                      opts.str("map", None), opts.int("classfix", 0))
     if tree is not None:
         if REGION_CLASSES + tree.n > entries:
             raise opts.error(f"the tree has {tree.n} nodes but each anchor has only "
@@ -128,6 +130,8 @@ def parse_detection(opts: Options, ctx: Context) -> Parsed:
 # --- [Gaussian_yolo] ---------------------------------------------------------------------------
 
 _YOLO_POINTS = ("center", "left_top", "right_bottom")
+# parse_gaussian_yolo also knows cornersnms.
+GAUSSIAN_NMS_KINDS = YOLO_NMS_KINDS + ("cornersnms",)
 
 
 @dataclass(frozen=True)
@@ -138,6 +142,8 @@ class GaussianYoloOptions:
     scale_x_y: float
     yolo_point: str  # center / left_top / right_bottom: what (x, y) means in decoding
     map_file: str | None
+    nms_kind: str = "default"  # as [yolo], plus cornersnms (plain IoU through diounms_sort)
+    beta_nms: float = 0.6
 
     @property
     def entries(self) -> int:
@@ -160,7 +166,8 @@ def parse_gaussian_yolo(opts: Options, ctx: Context) -> Parsed:
                 opts.key_loc("yolo_point"))
         point = "center"
     o = GaussianYoloOptions(classes, mask, anchors, opts.float("scale_x_y", 1.0), point,
-                            opts.str("map", None))
+                            opts.str("map", None), nms_kind_option(opts, GAUSSIAN_NMS_KINDS),
+                            opts.float("beta_nms", 0.6))
     return Parsed(o, shape)
 
 
