@@ -84,22 +84,18 @@ def _flat(x: Tensor) -> Tensor:
 
 # --- [rnn] ------------------------------------------------------------------------------------
 
-class RNN(RecurrentState):
-    """state = [state +] input_layer(x) + self_layer(state); output = output_layer(state).
+class _Recurrence(RecurrentState):
+    """[rnn] and [crnn]: state = [state +] input_layer(x) + self_layer(state), output =
+    output_layer(state). Subclasses make the three blocks and say the state's shape.
 
     With shortcut=1 the state accumulates across calls: Darknet's inference does not advance
     l.state, so it copies the old state onto itself before adding (rnn_layer.c forward)."""
 
-    def __init__(self, spec: LayerSpec) -> None:
-        super().__init__(spec)
-        o: RnnOptions = spec.options
-        self.opts = o
-        self.input_layer = Connected(o.inputs, o.block("input_layer"))
-        self.self_layer = Connected(o.hidden, o.block("self_layer"))
-        self.output_layer = Connected(o.hidden, o.block("output_layer"))
+    def _state_shape(self, x: Tensor) -> tuple[int, ...]:
+        raise NotImplementedError
 
     def forward(self, x: Tensor) -> Tensor:
-        (state,) = self._load(x, ((self.opts.hidden, 1, 1),))
+        (state,) = self._load(x, (self._state_shape(x),))
         a = self.input_layer(x)
         b = self.self_layer(state)
         new = _add(state if self.opts.shortcut else None, a, b)
@@ -109,6 +105,21 @@ class RNN(RecurrentState):
     def extra_repr(self) -> str:
         o = self.opts
         return f"hidden={o.hidden}, outputs={o.outputs}, shortcut={int(o.shortcut)}"
+
+
+class RNN(_Recurrence):
+    """[rnn]: the three blocks are connected layers; the state is (hidden, 1, 1)."""
+
+    def __init__(self, spec: LayerSpec) -> None:
+        super().__init__(spec)
+        o: RnnOptions = spec.options
+        self.opts = o
+        self.input_layer = Connected(o.inputs, o.block("input_layer"))
+        self.self_layer = Connected(o.hidden, o.block("self_layer"))
+        self.output_layer = Connected(o.hidden, o.block("output_layer"))
+
+    def _state_shape(self, x: Tensor) -> tuple[int, ...]:
+        return (self.opts.hidden, 1, 1)
 
 
 @builds("rnn")
@@ -191,8 +202,8 @@ def build_lstm(spec: LayerSpec) -> nn.Module:
 
 # --- [crnn] -----------------------------------------------------------------------------------
 
-class CRNN(RecurrentState):
-    """[rnn] with conv blocks: state = [state +] input_layer(x) + self_layer(state)."""
+class CRNN(_Recurrence):
+    """[crnn]: the three blocks are convolutions; the state has the input's height and width."""
 
     def __init__(self, spec: LayerSpec) -> None:
         super().__init__(spec)
@@ -202,17 +213,8 @@ class CRNN(RecurrentState):
             in_c, co = o.block(name)
             self.add_module(name, Convolutional(in_c, co))
 
-    def forward(self, x: Tensor) -> Tensor:
-        (state,) = self._load(x, ((self.opts.hidden, *x.shape[2:]),))
-        a = self.input_layer(x)
-        b = self.self_layer(state)
-        new = _add(state if self.opts.shortcut else None, a, b)
-        self._store(new)
-        return self.output_layer(new)
-
-    def extra_repr(self) -> str:
-        o = self.opts
-        return f"hidden={o.hidden}, outputs={o.outputs}, shortcut={int(o.shortcut)}"
+    def _state_shape(self, x: Tensor) -> tuple[int, ...]:
+        return (self.opts.hidden, *x.shape[2:])
 
 
 @builds("crnn")
