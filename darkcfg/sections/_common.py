@@ -10,7 +10,7 @@ from ..errors import warn_at
 from ..options import Options
 
 __all__ = ["positive", "non_negative", "out_size", "register", "anchor_pairs",
-           "mask_and_anchors"]
+           "mask_and_anchors", "pool_window"]
 
 
 def positive(opts: Options, key: str, value: int) -> int:
@@ -80,3 +80,14 @@ def mask_and_anchors(opts: Options, total: int
         if not 0 <= m < len(anchors):
             raise opts.error(f"mask entry {m} is outside the num={total} anchors", "mask")
     return mask, anchors
+
+
+def pool_window(opts: Options) -> tuple[int, int, int, int]:
+    """[maxpool]/[local_avgpool] window options as Darknet reads them: (size, stride_x, stride_y,
+    padding), size defaulting to the stride and padding (the total) to size - 1."""
+    stride = positive(opts, "stride", opts.int("stride", 1))
+    stride_x = positive(opts, "stride_x", opts.int("stride_x", stride))
+    stride_y = positive(opts, "stride_y", opts.int("stride_y", stride))
+    size = positive(opts, "size", opts.int("size", stride))
+    padding = non_negative(opts, "padding", opts.int("padding", size - 1))
+    return size, stride_x, stride_y, padding

@@ -29,7 +29,7 @@ from ..errors import warn_at
 from ..graph import Context, Parsed, Segment, Shape, register_section
 from ..options import Options
 from ..tree import Tree, tree_option
-from ._common import mask_and_anchors, non_negative, out_size, positive, register
+from ._common import mask_and_anchors, non_negative, out_size, pool_window, positive, register
 
 __all__ = [
     "ConvolutionalOptions", "RouteOptions", "ShortcutOptions", "MaxpoolOptions", "UpsampleOptions",
@@ -381,11 +381,7 @@ class MaxpoolOptions:
 @register("maxpool", "max")
 def parse_maxpool(opts: Options, ctx: Context) -> Parsed:
     shape = ctx.require_image("a maxpool layer")
-    stride = positive(opts, "stride", opts.int("stride", 1))
-    stride_x = positive(opts, "stride_x", opts.int("stride_x", stride))
-    stride_y = positive(opts, "stride_y", opts.int("stride_y", stride))
-    size = positive(opts, "size", opts.int("size", stride))
-    padding = non_negative(opts, "padding", opts.int("padding", size - 1))
+    size, stride_x, stride_y, padding = pool_window(opts)
     depth = bool(opts.int("maxpool_depth", 0))
     out_channels = opts.int("out_channels", 1)
     antialiasing = read_antialiasing(opts)

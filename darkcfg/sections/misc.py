@@ -13,7 +13,7 @@ from ..activations import read_activation
 from ..errors import warn_at
 from ..graph import Context, Parsed, Segment, Shape, cdiv
 from ..options import Options
-from ._common import non_negative, out_size, positive, register
+from ._common import non_negative, out_size, pool_window, positive, register
 from .core import release_bin_output
 
 __all__ = [
@@ -180,11 +180,7 @@ class LocalAvgpoolOptions:
 def parse_local_avgpool(opts: Options, ctx: Context) -> Parsed:
     """Windowed average over the valid taps only, with maxpool's size/stride/padding rules."""
     shape = ctx.require_image("a local_avgpool layer")
-    stride = positive(opts, "stride", opts.int("stride", 1))
-    stride_x = positive(opts, "stride_x", opts.int("stride_x", stride))
-    stride_y = positive(opts, "stride_y", opts.int("stride_y", stride))
-    size = positive(opts, "size", opts.int("size", stride))
-    padding = non_negative(opts, "padding", opts.int("padding", size - 1))
+    size, stride_x, stride_y, padding = pool_window(opts)
     out_h = out_size(opts, "input height", shape.h, padding, size, stride_y)
     out_w = out_size(opts, "input width", shape.w, padding, size, stride_x)
     for extent, out, step in ((shape.h, out_h, stride_y), (shape.w, out_w, stride_x)):
