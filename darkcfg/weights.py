@@ -160,13 +160,6 @@ def _check_counts(network: Network, stop: int, src: _Source, strict: bool, loc: 
     return pos
 
 
-def _segment_target(module: nn.Module, seg: Segment) -> torch.Tensor:
-    try:
-        return module.get_parameter(seg.name)
-    except AttributeError:
-        return module.get_buffer(seg.name)
-
-
 def _tensors(module: nn.Module) -> dict[str, torch.Tensor]:
     """A layer's parameters and buffers by state_dict name: one walk per layer, not per segment."""
     found: dict[str, torch.Tensor] = dict(module.named_buffers(remove_duplicate=False))
@@ -314,9 +307,12 @@ def save_weights(network: Network, layers: nn.ModuleList, path: str | os.PathLik
         with open(path, "wb") as fh:
             fh.write(header.to_bytes())
             for spec in network.layers[:stop]:
-                module = layers[spec.index]
+                if not spec.segments:
+                    continue
+                tensors = _tensors(layers[spec.index])
                 for seg in spec.segments:
-                    values = _to_file(_segment_target(module, seg), seg, header)
+                    target = _checked_target(tensors, seg, spec, Location(str(path)))
+                    values = _to_file(target, seg, header)
                     values.astype("<f4", copy=False).tofile(fh)
     except OSError as exc:
         raise WeightsError(f"cannot write weights file: {exc.strerror or exc}",
