@@ -1,0 +1,76 @@
+"""`darkcfg` command line. Errors are one line on stderr and exit code 1 (--debug: traceback).
+
+Each command is a module of this package with `HELP`, `add_arguments(parser)` and `run(args)`;
+modules import torch and the heavy parts of darkcfg inside `run`, so `--help` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+import warnings
+from collections.abc import Sequence
+
+from ..errors import CfgError
+
+__all__ = ["main", "COMMANDS"]
+
+# command name -> module in this package (the order is the order of `darkcfg --help`)
+COMMANDS = {
+    "build": "build",
+    "summary": "summary",
+    "detect": "detect",
+    "convert": "convert",
+    "export": "export",
+    "diff": "diff",
+    "graph": "graph",
+}
+
+
+def _command(name: str):
+    return importlib.import_module(f".{COMMANDS[name]}", __name__)
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="darkcfg", description="Darknet .cfg files as PyTorch networks")
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
+    sub = p.add_subparsers(dest="command", required=True)
+    for name in COMMANDS:
+        try:
+            module = _command(name)
+        except ModuleNotFoundError as exc:
+            if exc.name != f"{__name__}.{COMMANDS[name]}":
+                raise
+            continue  # a command still being written
+        c = sub.add_parser(name, help=module.HELP, description=module.HELP)
+        module.add_arguments(c)
+        # Also accepted after the command; SUPPRESS keeps `darkcfg --debug build` from being reset.
+        c.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                       help=argparse.SUPPRESS)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    debug = args.debug
+
+    def _show(message, category, filename, lineno, file=None, line=None):
+        print(f"warning: {message}", file=sys.stderr)
+
+    warnings.showwarning = _show
+    try:
+        return _command(args.command).run(args)
+    except (CfgError, OSError, ValueError) as exc:
+        if debug:
+            raise
+        print(f"darkcfg: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:  # last resort (MemoryError, torch, image decoders): still one line
+        if debug:
+            raise
+        print(f"darkcfg: internal error: {type(exc).__name__}: {exc} (--debug shows the "
+              f"traceback)", file=sys.stderr)
+        return 1
