@@ -168,23 +168,31 @@ class DarknetModel(nn.Module):
                    if 1 < s.out_shape.w and net.width % s.out_shape.w == 0]
         return max(factors, default=1)
 
+    def example_input(self, batch: int = 2) -> Tensor:
+        """A zero input of the cfg's size; batch 2 by default, so exporters do not specialise
+        the batch dimension to 1."""
+        net = self.network.net
+        return torch.zeros(batch, net.channels or net.inputs, net.height or 1, net.width or 1)
+
+    def dynamic_shapes(self, *, max_batch: int = 1024, max_size: int = 8192) -> dict:
+        """torch.export's `dynamic_shapes` for the input `x`: any batch, and any height and width
+        that are multiples of :attr:`stride` (up to `max_size`) when the input is an image."""
+        from torch.export import Dim
+
+        net = self.network.net
+        k = self.stride
+        shapes: dict[int, object] = {0: Dim("batch", min=1, max=max_batch)}
+        if net.width * net.height:
+            shapes[2] = k * Dim("h_blocks", min=1, max=max(1, max_size // k))
+            shapes[3] = k * Dim("w_blocks", min=1, max=max(1, max_size // k))
+        return {"x": shapes}
+
     def export(self, *, dynamic: bool = True, max_batch: int = 1024,
                max_size: int = 8192) -> torch.export.ExportedProgram:
         """torch.export of the model, by default with a dynamic batch and any height and width
         that are multiples of :attr:`stride` (up to `max_size`)."""
-        net = self.network.net
-        example = torch.zeros(2, net.channels or net.inputs, net.height or 1, net.width or 1)
-        shapes = None
-        if dynamic:
-            from torch.export import Dim
-
-            k = self.stride
-            batch = Dim("batch", min=1, max=max_batch)
-            shapes = {"x": {0: batch}}
-            if net.width * net.height:
-                shapes["x"][2] = k * Dim("h_blocks", min=1, max=max(1, max_size // k))
-                shapes["x"][3] = k * Dim("w_blocks", min=1, max=max(1, max_size // k))
-        return torch.export.export(self, (example,), dynamic_shapes=shapes)
+        shapes = self.dynamic_shapes(max_batch=max_batch, max_size=max_size) if dynamic else None
+        return torch.export.export(self, (self.example_input(),), dynamic_shapes=shapes)
 
     def reset_state(self) -> None:
         """Forget the hidden state of recurrent layers (Darknet keeps it across predictions)."""
