@@ -10,8 +10,9 @@ import difflib
 import os
 import stat
 import warnings
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -122,12 +123,20 @@ class NetOptions:
 
 @dataclass
 class Network:
-    """A parsed cfg: `[net]` options plus layer specs, index i = Darknet's layer i."""
+    """A parsed cfg: `[net]` options plus layer specs, index i = Darknet's layer i.
+
+    `source` is the cfg text and `overrides` the [net] values given to :func:`parse` instead
+    (width/height/channels). Edit with :meth:`set`, :meth:`insert`, :meth:`delete`; each edit
+    changes the text and parses it again, so the network is always what its text says
+    (:func:`darkcfg.dump` writes that text)."""
 
     net: NetOptions
     layers: list[LayerSpec]
     path: str | None = None
     source: str = ""
+    overrides: dict[str, int] = field(default_factory=dict)
+    limits: Limits | None = None
+    _pending: Any = field(default=None, init=False, repr=False, compare=False)
 
     def __len__(self) -> int:
         return len(self.layers)
@@ -135,8 +144,53 @@ class Network:
     def __getitem__(self, i: int) -> LayerSpec:
         return self.layers[i]
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[LayerSpec]:
         return iter(self.layers)
+
+    # -- editing (the text work is in darkcfg.edit) ----------------------------------------------
+    def set(self, index: int | str, options: Mapping[str, Any] | None = None, /,
+            **kwargs: Any) -> None:
+        """Set options of layer `index` (or of ``"net"``); a value of None removes the option.
+
+        ``net.set(30, filters=255, activation="linear")``; keys that are not Python names go in a
+        dict: ``net.set(0, {"stride_x": 2})``."""
+        from .edit import set_options
+
+        set_options(self, index, {**(options or {}), **kwargs})
+
+    def insert(self, index: int, section: str, options: Mapping[str, Any] | None = None, /,
+               **kwargs: Any) -> None:
+        """Insert a new `[section]` so that it becomes layer `index`; the layer indices other
+        sections hold (route layers=, shortcut from=, ...) keep pointing at the same layers."""
+        from .edit import insert_layer
+
+        insert_layer(self, index, section, {**(options or {}), **kwargs})
+
+    def append(self, section: str, options: Mapping[str, Any] | None = None, /,
+               **kwargs: Any) -> None:
+        """Add a new `[section]` after the last layer."""
+        self.insert(len(self.layers), section, options, **kwargs)
+
+    def delete(self, index: int) -> None:
+        """Remove layer `index`; refused while another layer reads it by index."""
+        from .edit import delete_layer
+
+        delete_layer(self, index)
+
+    @contextmanager
+    def batch(self) -> Iterator[Network]:
+        """Group edits whose intermediate states would not parse (e.g. changing `classes` and the
+        filters before each [yolo]): the text is parsed once, at the end; on error, nothing
+        changes."""
+        from .edit import begin_batch, end_batch
+
+        outer = begin_batch(self)
+        try:
+            yield self
+        except BaseException:
+            end_batch(self, outer, commit=False)
+            raise
+        end_batch(self, outer, commit=True)
 
     @property
     def output_layers(self) -> list[int]:
@@ -217,6 +271,7 @@ class SectionType:
     aliases: tuple[str, ...] = ()
     is_output: bool = False
     accepted: frozenset[str] = frozenset()  # keys Darknet reads that do not change inference
+    index_keys: frozenset[str] = frozenset()  # keys whose values are layer indices (edits fix them)
 
 
 _TYPES: dict[str, SectionType] = {}
@@ -225,14 +280,17 @@ _ALIASES: dict[str, str] = {}
 
 def register_section(name: str, parse: SectionParser, *, aliases: Iterable[str] = (),
                      is_output: bool = False, accepted: Iterable[str] = (),
-                     replace: bool = False) -> SectionType:
-    """Register a section type (and its header aliases). Users call this for their own sections."""
+                     index_keys: Iterable[str] = (), replace: bool = False) -> SectionType:
+    """Register a section type (and its header aliases). Users call this for their own sections.
+
+    `index_keys`: the options that hold layer indices (like [route] layers=), which
+    :meth:`Network.insert` and :meth:`Network.delete` renumber."""
     aliases = tuple(aliases)
     for header in (name, *aliases):
         owner = _ALIASES.get(header)
         if owner is not None and owner != name and not replace:
             raise ValueError(f"section header [{header}] is already registered for {owner!r}")
-    st = SectionType(name, parse, aliases, is_output, frozenset(accepted))
+    st = SectionType(name, parse, aliases, is_output, frozenset(accepted), frozenset(index_keys))
     _TYPES[name] = st
     for header in (name, *aliases):
         _ALIASES[header] = name
@@ -264,8 +322,10 @@ def parse(source: str | os.PathLike | Network, *, width: int | None = None, heig
             if limits is not None:
                 check_network(source, limits)
             return source
-        return parse_text(source.source, source.path, width=width, height=height, channels=channels,
-                          limits=limits)
+        given = {k: v for k, v in (("width", width), ("height", height), ("channels", channels))
+                 if v is not None}
+        return parse_text(source.source, source.path, limits=limits or source.limits,
+                          **{**source.overrides, **given})
     limits = limits or DEFAULT_LIMITS
     text, path = _read_source(source, limits)
     return parse_text(text, path, width=width, height=height, channels=channels, limits=limits)
@@ -323,7 +383,9 @@ def parse_text(text: str, path: str | None = None, *, width: int | None = None,
         layers: list[LayerSpec] = []
         for index, section in enumerate(sections[1:]):
             layers.append(_parse_layer(section, path, index, net, layers, tally))
-    return Network(net, layers, path, text)
+    overrides = {k: v for k, v in (("width", width), ("height", height), ("channels", channels))
+                 if v is not None}
+    return Network(net, layers, path, text, overrides, limits)
 
 
 def check_network(network: Network, limits: Limits) -> None:

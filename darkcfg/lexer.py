@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from .errors import CfgError, Location, shorten, warn_at
 from .limits import DEFAULT_LIMITS, Limits
 
-__all__ = ["RawOption", "RawSection", "lex"]
+__all__ = ["RawOption", "RawSection", "lex", "LineKind", "classify", "split_lines"]
 
 _WHITESPACE = " \t\r\n\v\f"
 # Darknet's fgetl ends lines at '\n' only ('\r' is whitespace); a bare '\r' also ends one here, so
@@ -89,6 +89,46 @@ def lex(text: str, path: str | None = None, *, limits: Limits = DEFAULT_LIMITS) 
             continue
         section.options.append(RawOption(line[:eq], line[eq + 1 :], lineno, _value_column(raw, eq)))
     return sections
+
+
+@dataclass(frozen=True)
+class LineKind:
+    """What one raw line is to Darknet, for code that rewrites cfg text (darkcfg.edit).
+
+    `kind`: "blank", "comment", "header", "option" or "other" (ignored with a warning); `name`:
+    the header's section name or the option's key; `value_at`: index in the raw line where the
+    option's value starts."""
+
+    kind: str
+    name: str = ""
+    value_at: int = 0
+
+
+def classify(raw: str) -> LineKind:
+    """Classify one line (without its line break) with the rules :func:`lex` applies."""
+    line = _squeeze(raw)
+    if not line:
+        return LineKind("blank")
+    if line[0] in "#;":
+        return LineKind("comment")
+    if line[0] == "[":
+        end = line.find("]")
+        return LineKind("header", line[1:end] if end > 0 else line[1:])
+    eq = line.find("=")
+    if eq <= 0 or eq == len(line) - 1:
+        return LineKind("other")
+    return LineKind("option", line[:eq], _value_column(raw, eq) - 1)
+
+
+def split_lines(text: str) -> list[str]:
+    """The text's lines, each with its own line break (the last may have none), so that
+    ``"".join(split_lines(t)) == t``; breaks as :func:`lex` sees them."""
+    parts = _LINE_BREAK.split(text)
+    breaks = _LINE_BREAK.findall(text)
+    lines = [p + b for p, b in zip(parts, breaks)]
+    if parts[-1]:
+        lines.append(parts[-1])
+    return lines
 
 
 def _check_text(text: str, path: str | None, limits: Limits) -> None:

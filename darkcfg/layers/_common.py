@@ -88,7 +88,19 @@ class Activation(nn.Module):
         return self.name
 
 
-class BatchNorm2d(nn.BatchNorm2d):
+class _NoBatchCount:
+    """Darknet keeps no batch counter: no `num_batches_tracked` buffer or state_dict key.
+
+    torch's BatchNorm adds that key to any state dict without version metadata (a plain dict, a
+    remapped state_dict, safetensors' load_file) and then reports it as unexpected; a stray one
+    from another tool is dropped instead."""
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, *args) -> None:
+        state_dict.pop(prefix + "num_batches_tracked", None)
+        super()._load_from_state_dict(state_dict, prefix, {**local_metadata, "version": 2}, *args)
+
+
+class BatchNorm2d(_NoBatchCount, nn.BatchNorm2d):
     """BatchNorm with Darknet's eps (1e-5 inside the sqrt) and no `num_batches_tracked` key."""
 
     def __init__(self, channels: int) -> None:
@@ -96,7 +108,7 @@ class BatchNorm2d(nn.BatchNorm2d):
         self.register_buffer("num_batches_tracked", None)
 
 
-class BatchNorm1d(nn.BatchNorm1d):
+class BatchNorm1d(_NoBatchCount, nn.BatchNorm1d):
     """BatchNorm for [connected] layers, same conventions as :class:`BatchNorm2d`."""
 
     def __init__(self, channels: int) -> None:

@@ -33,12 +33,13 @@ def out_size(opts: Options, what: str, extent: int, total: int, size: int, strid
     return out
 
 
-def register(name: str, *aliases: str, is_output: bool = False) -> Callable[[SectionParser], SectionParser]:
+def register(name: str, *aliases: str, is_output: bool = False, index_keys: tuple[str, ...] = ()
+             ) -> Callable[[SectionParser], SectionParser]:
     """Register a parser under `name` (and aliases), accepting the training keys Darknet reads for it."""
 
     def deco(fn: SectionParser) -> SectionParser:
         register_section(name, fn, aliases=aliases, is_output=is_output,
-                         accepted=ACCEPTED_KEYS.get(name, ()))
+                         accepted=ACCEPTED_KEYS.get(name, ()), index_keys=index_keys)
         return fn
     return deco
 

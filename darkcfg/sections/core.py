@@ -128,7 +128,7 @@ def _read_deform(opts: Options, size: int) -> None:
         raise opts.error(f"{used[0]}=1 needs size >= 3 (Darknet rejects it with size=1)", used[0])
 
 
-@register("convolutional", "conv")
+@register("convolutional", "conv", index_keys=("share_index",))
 def parse_convolutional(opts: Options, ctx: Context) -> Parsed:
     shape = ctx.require_image("a convolutional layer")
     filters = positive(opts, "filters", opts.int("filters", 1))
@@ -244,7 +244,7 @@ class RouteOptions:
     group_id: int
 
 
-@register("route")
+@register("route", index_keys=("layers",))
 def parse_route(opts: Options, ctx: Context) -> Parsed:
     layers = ctx.layer_list("layers", "route index")
     groups = positive(opts, "groups", opts.int("groups", 1))
@@ -291,7 +291,7 @@ class ShortcutOptions:
     beta: float = 1.0
 
 
-@register("shortcut")
+@register("shortcut", index_keys=("from",))
 def parse_shortcut(opts: Options, ctx: Context) -> Parsed:
     if ctx.index == 0:
         raise opts.error("[shortcut] cannot be the first layer")

@@ -204,7 +204,7 @@ class ContrastiveOptions:
     temperature: float
 
 
-@register("contrastive")
+@register("contrastive", index_keys=("yolo_layer",))
 def parse_contrastive(opts: Options, ctx: Context) -> Parsed:
     shape = ctx.in_shape
     opts.int("classes", 1000)  # overridden by the [yolo] layer's classes

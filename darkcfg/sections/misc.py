@@ -128,7 +128,7 @@ def _from_layer(opts: Options, ctx: Context, what: str) -> int:
     return sources[0]
 
 
-@register("scale_channels")
+@register("scale_channels", index_keys=("from",))
 def parse_scale_channels(opts: Options, ctx: Context) -> Parsed:
     source = _from_layer(opts, ctx, "scale_channels")
     scale_wh = bool(opts.int("scale_wh", 0))
@@ -153,7 +153,7 @@ class SamOptions:
     activation: str
 
 
-@register("sam")
+@register("sam", index_keys=("from",))
 def parse_sam(opts: Options, ctx: Context) -> Parsed:
     """Spatial attention: previous * from, elementwise (no sigmoid inside the layer)."""
     source = _from_layer(opts, ctx, "sam")
