@@ -241,12 +241,20 @@ def build(net_or_path: Network | str | os.PathLike, out_indices: Sequence[int] |
 def load(cfg: Network | str | os.PathLike, weights: str | os.PathLike | None = None, *,
          out_indices: Sequence[int] | None = None, strict: bool = True,
          **parse_overrides: int | Limits | None) -> DarknetModel:
-    """Build a model and, when given, load its Darknet .weights file.
+    """Build a model and, when given, load its weights: a Darknet .weights file, or a
+    .safetensors / .pt / .pth checkpoint (see :mod:`darkcfg.checkpoint`), chosen by suffix.
 
     Layers the file does not reach (strict=False with a shorter file) keep Darknet's random
     initialisation, as in Darknet; nothing is initialised twice."""
     if weights is None:
         return build(cfg, out_indices, **parse_overrides)
+    from .checkpoint import is_checkpoint, load_checkpoint
+
+    if is_checkpoint(weights):  # .safetensors / .pt / .pth by suffix
+        # strict: the file fills every tensor; strict=False: what it lacks keeps Darknet's init
+        model = build(cfg, out_indices, init=not strict, **parse_overrides)
+        load_checkpoint(model, weights, strict=strict)
+        return model
     model = build(cfg, out_indices, init=False, **parse_overrides)
     report = model.load_darknet_weights(weights, strict=strict)
     # Layers the file did not fill (dontload=1) keep Darknet's random init; share_index layers
