@@ -279,13 +279,11 @@ def _read_pt(path: str) -> _Checkpoint:
     if not (magic.startswith(b"PK\x03\x04") or magic[:1] == b"\x80"):
         raise WeightsError(f"not a PyTorch .pt file (a zip archive or a pickle): "
                            f"{_looks_like(magic)}", loc)
-    import pickle
-
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # torch's notes on pickle protocols
             obj = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
+    except torch.serialization.pickle.UnpicklingError as exc:  # (darkcfg itself never unpickles)
         raise WeightsError(f"refused to load the .pt file: it holds Python objects other than "
                            f"tensors, numbers and strings, which torch.load(weights_only=True) "
                            f"does not allow ({_weights_only_reason(exc)})", loc) from None

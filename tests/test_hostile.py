@@ -20,6 +20,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st, target
 
 import darkcfg
 from darkcfg.cli import main
+from darkcfg.layers._common import pad_or_crop
 from darkcfg.limits import DEFAULT_LIMITS, Limits
 from darkcfg.weights import WeightsHeader
 from oracle import REPO
@@ -491,3 +492,126 @@ def test_damaged_weights_load_or_raise_weights_error(tmp_path, data: bytes, stri
         assert report.floats_read == TOTAL
         finite = all(torch.isfinite(v).all() for v in model.state_dict().values())
         assert finite or any("NaN or infinite" in str(w.message) for w in caught)
+
+
+# --- windows far larger than the map: computed without padding the map to hold them ------------
+
+def _run_one(cfg: str, x: torch.Tensor) -> tuple[darkcfg.DarknetModel, torch.Tensor]:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", darkcfg.CfgWarning)
+        model = darkcfg.build(cfg)
+    with torch.no_grad():
+        return model, model(x)[0]
+
+
+# Padding the 16x16 map for these windows would take hundreds of GB: the old code failed to
+# allocate; now each runs on the map alone.
+def test_huge_pool_windows_are_clipped_to_the_map() -> None:
+    x = torch.randn(2, 4, 16, 16)
+    net = NET.replace("channels=3", "channels=4")
+    _, y = _run_one(net + "[maxpool]\nsize=200000\nstride=200000\n", x)
+    assert torch.equal(y, x.amax((2, 3), keepdim=True))
+    _, y = _run_one(net + "[maxpool]\nsize=20000\nstride=1\n", x)
+    assert y.shape == (2, 4, 16, 16) and torch.equal(y, x.amax((2, 3), keepdim=True).expand_as(y))
+    _, y = _run_one(net + "[local_avgpool]\nsize=200000\nstride=200000\n", x)
+    torch.testing.assert_close(y, x.mean((2, 3), keepdim=True))
+
+
+def test_conv_taps_that_only_read_padding_are_skipped() -> None:
+    x = torch.randn(1, 4, 16, 16)
+    net = NET.replace("channels=4", "channels=4").replace("channels=3", "channels=4")
+    model, y = _run_one(net + "[convolutional]\nfilters=8\nsize=3\npad=1\ndilation=100000\n"
+                              "activation=linear\n", x)
+    conv = model.layers[0].conv  # only the centre tap ever reads the map
+    torch.testing.assert_close(y, torch.nn.functional.conv2d(x, conv.weight[:, :, 1:2, 1:2],
+                                                             conv.bias))
+    model, y = _run_one(net + "[convolutional]\nfilters=2\nsize=3\npadding=100000\n"
+                              "stride=100000\nactivation=linear\n", x)
+    assert y.shape == (1, 2, 3, 3)  # every tap reads padding but the centre window's
+    conv = model.layers[0].conv
+    bias = conv.bias.view(1, -1, 1, 1)
+    assert torch.equal(y[..., [0, 0, 2, 2], [0, 2, 0, 2]], bias.expand(1, 2, 1, 4)[..., 0, :])
+
+
+@st.composite
+def windows(draw) -> tuple[int, ...]:
+    size = draw(st.integers(1, 7))
+    return (size, draw(st.integers(1, 40)), draw(st.integers(0, 3 * size + 20)),
+            draw(st.integers(1, 4)), draw(st.integers(1, 4)), draw(st.integers(1, 12)),
+            draw(st.integers(1, 12)))
+
+
+def _darknet_conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
+                  stride: tuple[int, int], dilation: int, padding: int) -> torch.Tensor:
+    """Darknet's dilated convolution, tap by tap: output (y, x) reads input (y*stride +
+    i*dilation - padding*dilation, ...) where that is inside the map; out size (h + 2*padding -
+    size)/stride + 1. (Where size != 2*padding+1 Darknet itself reads its buffer misaligned:
+    this is what its output size implies, which darkcfg computes, with a warning.)"""
+    n, c, h, w = x.shape
+    k = weight.shape[-1]
+    out_h = (h + 2 * padding - k) // stride[0] + 1
+    out_w = (w + 2 * padding - k) // stride[1] + 1
+    y = bias.view(1, -1, 1, 1).repeat(n, 1, out_h, out_w).double()
+    for i in range(k):
+        for j in range(k):
+            for oy in range(out_h):
+                for ox in range(out_w):
+                    r = oy * stride[0] + (i - padding) * dilation
+                    q = ox * stride[1] + (j - padding) * dilation
+                    if 0 <= r < h and 0 <= q < w:
+                        y[:, :, oy, ox] += x[:, :, r, q].double() @ weight[:, :, i, j].double().T
+    return y.float()
+
+
+@settings(max_examples=150, deadline=None)
+@given(windows())
+def test_live_tap_conv_equals_the_padded_conv(params) -> None:
+    size, dilation, padding, sy, sx, h, w = params
+    cfg = (f"[net]\nwidth={w}\nheight={h}\nchannels=2\n[convolutional]\nfilters=3\nsize={size}\n"
+           f"padding={padding}\nstride_y={sy}\nstride_x={sx}\ndilation={dilation}\n"
+           f"activation=linear\n")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", darkcfg.CfgWarning)
+            layer = darkcfg.build(cfg).layers[0]
+    except darkcfg.CfgError:
+        return  # an empty output: refused at parse time
+    x = torch.randn(1, 2, h, w)
+    with torch.no_grad():
+        reference = _darknet_conv(x, layer.conv.weight, layer.conv.bias, (sy, sx),
+                                  layer.opts.dilation, padding)
+        live = layer._live_taps(h, w)
+        if live is not None:
+            torch.testing.assert_close(layer._live_conv(x, *live), reference, rtol=1e-5,
+                                       atol=1e-5)
+        torch.testing.assert_close(layer(x), reference, rtol=1e-5, atol=1e-5)
+
+
+@settings(max_examples=150, deadline=None)
+@given(windows())
+def test_clipped_pool_windows_equal_the_padded_ones(params) -> None:
+    size, _, padding, sy, sx, h, w = params
+    size = size * 7
+    for section in ("maxpool", "local_avgpool"):
+        cfg = (f"[net]\nwidth={w}\nheight={h}\nchannels=2\n[{section}]\nsize={size}\n"
+               f"padding={padding}\nstride_y={sy}\nstride_x={sx}\n")
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", darkcfg.CfgWarning)
+                layer = darkcfg.build(cfg).layers[0]
+        except darkcfg.CfgError:
+            return
+        x = torch.randn(1, 2, h, w)
+        pads = layer.pads(h, w)
+        if section == "maxpool":
+            padded = pad_or_crop(x, pads, value=float("-inf"))
+            ref = torch.nn.functional.max_pool2d(padded, size, layer.stride)
+            ref = ref.clamp(min=torch.finfo(x.dtype).min)  # Darknet's max starts at -FLT_MAX
+            got = layer._clipped_max(x)
+        else:
+            f = torch.nn.functional
+            sums = f.avg_pool2d(pad_or_crop(x, pads), size, layer.stride, divisor_override=1)
+            counts = f.avg_pool2d(pad_or_crop(torch.ones(1, 1, h, w), pads), size, layer.stride,
+                                  divisor_override=1)
+            ref, got = sums / counts, layer._clipped_mean(x)
+        torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-6, equal_nan=True)

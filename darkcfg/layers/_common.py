@@ -8,6 +8,7 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..functional import INPLACE_ACTIVATIONS, activation_function
@@ -15,7 +16,7 @@ from ..graph import LayerSpec, cdiv
 from ..tree import Tree
 
 __all__ = ["Builder", "register_builder", "builder_for", "builds", "Activation", "BatchNorm2d",
-           "BatchNorm1d", "window_pads", "PoolWindow", "deferred_init", "conv2d", "linear", "softmax_tree", "tree_group_sizes"]
+           "BatchNorm1d", "window_pads", "pad_or_crop", "PoolWindow", "deferred_init", "conv2d", "linear", "softmax_tree", "tree_group_sizes"]
 
 Builder = Callable[[LayerSpec], nn.Module]
 _BUILDERS: dict[str, Builder] = {}
@@ -116,6 +117,18 @@ class BatchNorm1d(_NoBatchCount, nn.BatchNorm1d):
         self.register_buffer("num_batches_tracked", None)
 
 
+def pad_or_crop(x: Tensor, pads: tuple[int, int, int, int], value: float = 0.0) -> Tensor:
+    """F.pad with (left, right, top, bottom) amounts that may be negative (a crop), applied as
+    one: F.pad crops first, so it refuses a crop larger than the map even when the padding on
+    the other side makes up for it."""
+    left, right, top, bottom = pads
+    if min(pads) >= 0:
+        return F.pad(x, pads, value=value)
+    x = F.pad(x, (max(left, 0), max(right, 0), max(top, 0), max(bottom, 0)), value=value)
+    h, w = x.shape[-2:]
+    return x[..., max(-top, 0):h - max(-bottom, 0), max(-left, 0):w - max(-right, 0)]
+
+
 def window_pads(extent: int, out: int, size: int, stride: int, before: int) -> tuple[int, int]:
     """Padding (before, after) so a plain window op yields exactly `out` positions; after may be <0."""
     return before, (out - 1) * stride + size - extent - before
@@ -144,6 +157,21 @@ class PoolWindow(nn.Module):
         top, bottom = window_pads(h, out_h, self.size, sy, self.padding // 2)
         left, right = window_pads(w, out_w, self.size, sx, self.padding // 2)
         return left, right, top, bottom
+
+    def padding_is_wasteful(self, h: int, w: int) -> bool:
+        """Windows far larger than the map (`size=20000` on 16x16): padding the map to hold them
+        would take gigabytes, so the windows are clipped to the map instead (:meth:`spans`)."""
+        left, right, top, bottom = self.pads(h, w)
+        return (h + top + bottom) * (w + left + right) > 4 * h * w + 65536
+
+    def spans(self, extent: int, axis: int) -> list[tuple[int, int]]:
+        """Each window's part inside the map along one axis (0: height, 1: width), as
+        [start, stop) index pairs; empty when a window covers only padding."""
+        stride = self.stride[axis]
+        out = cdiv(extent + self.padding - self.size, stride) + 1
+        before = self.padding // 2
+        return [(max(0, k * stride - before), min(extent, k * stride - before + self.size))
+                for k in range(out)]
 
     def extra_repr(self) -> str:
         return f"size={self.size}, stride={self.stride}, padding={self.padding}"

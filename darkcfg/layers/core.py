@@ -15,7 +15,7 @@ from ..graph import LayerSpec, cdiv
 from ..sections.core import (ConnectedOptions, ConvolutionalOptions, MaxpoolOptions, RouteOptions,
                              ShortcutOptions, SoftmaxOptions, UpsampleOptions, YoloOptions)
 from ._common import (Activation, BatchNorm1d, BatchNorm2d, PoolWindow, builds, conv2d, linear,
-                      softmax_tree, window_pads)
+                      softmax_tree, window_pads, pad_or_crop)
 
 __all__ = ["Convolutional", "Blur", "set_xnor_inverted_bits", "Route", "Shortcut", "Maxpool",
            "Upsample", "GlobalAvgpool", "Identity",
@@ -52,6 +52,16 @@ def _sign_ste(x: Tensor) -> Tensor:
     """x > 0 ? 1 : -1 (Darknet's binarization, 0 -> -1) with a straight-through gradient."""
     s = torch.where(x > 0, 1.0, -1.0).to(x.dtype)
     return s + (x - x.detach()) if x.requires_grad else s  # exactly s, gradient 1
+
+
+def _live_range(extent: int, size: int, stride: int, dilation: int, padding: int) -> range:
+    """Kernel taps along one axis that read the map (not padding) at some output position:
+    tap i reads index y*stride + i*dilation - padding*dilation for outputs y = 0..out-1."""
+    out = cdiv(extent + 2 * padding - size, stride) + 1
+    before = padding * dilation
+    first = max(0, -(-(before - (out - 1) * stride) // dilation))  # ceil division
+    last = min(size - 1, (before + extent - 1) // dilation)
+    return range(first, max(first, last + 1))
 
 
 class Convolutional(nn.Module):
@@ -106,20 +116,57 @@ class Convolutional(nn.Module):
         return x if self.blur is None else self.blur(x)
 
     def _float(self, x: Tensor) -> Tensor:
-        if not self.exact:
-            x = self._pad(x)
-        x = self.conv(x)
+        o = self.opts
+        live = self._live_taps(*x.shape[-2:]) if o.padding * o.dilation > 16 else None
+        if live is not None:
+            x = self._live_conv(x, *live)
+        else:
+            if not self.exact:
+                x = self._pad(x)
+            x = self.conv(x)
         return x if self.bn is None else self.bn(x)
 
-    def _pad(self, x: Tensor) -> Tensor:
+    def _pad(self, x: Tensor, first: tuple[int, int] = (0, 0), size: tuple[int, int] | None = None
+             ) -> Tensor:
+        """Pad (or crop) so a plain conv puts Darknet's windows, starting with tap `first`
+        (row, column) of a `size` kernel (default: the whole kernel)."""
         o = self.opts
         h, w = x.shape[-2:]
-        eff = o.dilation * (o.size - 1) + 1
+        d = o.dilation
+        kh, kw = size or (o.size, o.size)
         out_h = cdiv(h + 2 * o.padding - o.size, o.stride_y) + 1
         out_w = cdiv(w + 2 * o.padding - o.size, o.stride_x) + 1
-        top, bottom = window_pads(h, out_h, eff, o.stride_y, o.padding * o.dilation)
-        left, right = window_pads(w, out_w, eff, o.stride_x, o.padding * o.dilation)
-        return F.pad(x, (left, right, top, bottom))
+        top, bottom = window_pads(h, out_h, d * (kh - 1) + 1, o.stride_y,
+                                  o.padding * d - first[0] * d)
+        left, right = window_pads(w, out_w, d * (kw - 1) + 1, o.stride_x,
+                                  o.padding * d - first[1] * d)
+        return pad_or_crop(x, (left, right, top, bottom))
+
+    def _live_taps(self, h: int, w: int) -> tuple[range, range] | None:
+        """The kernel rows and columns that read the map at some output position, when others
+        only ever read padding (zeros): a huge `dilation` or padding on a small map would
+        otherwise pad it to gigabytes. None when every tap reads the map somewhere."""
+        o = self.opts
+        rows = _live_range(h, o.size, o.stride_y, o.dilation, o.padding)
+        cols = _live_range(w, o.size, o.stride_x, o.dilation, o.padding)
+        if len(rows) == len(cols) == o.size:
+            return None
+        return rows, cols
+
+    def _live_conv(self, x: Tensor, rows: range, cols: range) -> Tensor:
+        """The convolution with only the live taps (the others multiply zeros)."""
+        c = self.conv
+        n = x.shape[0]
+        if not len(rows) or not len(cols):  # every tap reads padding: the bias alone
+            o = self.opts
+            h, w = x.shape[-2:]
+            out_h = cdiv(h + 2 * o.padding - o.size, o.stride_y) + 1
+            out_w = cdiv(w + 2 * o.padding - o.size, o.stride_x) + 1
+            y = x.new_zeros(n, c.out_channels, out_h, out_w)
+            return y if c.bias is None else y + c.bias.view(1, -1, 1, 1)
+        weight = c.weight[:, :, rows.start:rows.stop, cols.start:cols.stop]
+        x = self._pad(x, (rows.start, cols.start), (len(rows), len(cols)))
+        return F.conv2d(x, weight, c.bias, c.stride, 0, c.dilation, c.groups)
 
     # -- xnor -------------------------------------------------------------------------------------
     def _xnor(self, x: Tensor) -> Tensor:
@@ -321,8 +368,20 @@ class Maxpool(PoolWindow):
             return x
         if self.symmetric:  # max_pool2d pads with -inf itself
             return F.max_pool2d(x, self.size, self.stride, self.padding // 2)
-        x = F.pad(x, self.pads(*x.shape[-2:]), value=float("-inf"))
+        if self.padding_is_wasteful(*x.shape[-2:]):
+            return self._clipped_max(x)
+        x = pad_or_crop(x, self.pads(*x.shape[-2:]), value=float("-inf"))
         return F.max_pool2d(x, self.size, self.stride)
+
+    def _clipped_max(self, x: Tensor) -> Tensor:
+        """Max over each window's part inside the map, one axis after the other (a max over a
+        rectangle is a max of maxes). A window of padding only gives Darknet's -FLT_MAX."""
+        for axis, dim in ((0, -2), (1, -1)):
+            low = torch.finfo(x.dtype).min
+            parts = [x.narrow(dim, a, b - a).amax(dim, keepdim=True) if b > a else
+                     x.narrow(dim, 0, 1).clamp(low, low) for a, b in self.spans(x.shape[dim], axis)]
+            x = torch.cat(parts, dim)
+        return x
 
     def _depth(self, x: Tensor) -> Tensor:
         n, c, h, w = x.shape

@@ -16,7 +16,7 @@ from torch import Tensor, nn
 from ..graph import LayerSpec
 from ..sections.misc import (CropOptions, ImplicitOptions, LocalAvgpoolOptions, LocalOptions,
                              NormalizationOptions, ReorgOptions)
-from ._common import Activation, BatchNorm2d, PoolWindow, builds
+from ._common import Activation, BatchNorm2d, PoolWindow, builds, pad_or_crop
 from .core import Identity
 
 __all__ = ["Crop", "Reorg", "Reorg3d", "ScaleChannels", "Sam", "LocalAvgpool", "Batchnorm",
@@ -168,11 +168,27 @@ class LocalAvgpool(PoolWindow):
         if self.symmetric:
             return F.avg_pool2d(x, self.size, self.stride, self.padding // 2,
                                 count_include_pad=False)
+        if self.padding_is_wasteful(*x.shape[-2:]):
+            return self._clipped_mean(x)
         pads = self.pads(*x.shape[-2:])
-        sums = F.avg_pool2d(F.pad(x, pads), self.size, self.stride, divisor_override=1)
-        ones = F.pad(x.new_ones(1, 1, *x.shape[-2:]), pads)
+        sums = F.avg_pool2d(pad_or_crop(x, pads), self.size, self.stride, divisor_override=1)
+        ones = pad_or_crop(x.new_ones(1, 1, *x.shape[-2:]), pads)
         counts = F.avg_pool2d(ones, self.size, self.stride, divisor_override=1)
         return sums / counts
+
+
+    def _clipped_mean(self, x: Tensor) -> Tensor:
+        """Windows far larger than the map: sums over each window's part inside the map, one
+        axis after the other, divided by that part's size (a window of padding only is 0/0, NaN,
+        as in Darknet and the padded path)."""
+        counts = []
+        for axis, dim in ((0, -2), (1, -1)):
+            spans = self.spans(x.shape[dim], axis)
+            x = torch.cat([x.narrow(dim, a, max(b - a, 0)).sum(dim, keepdim=True)
+                           for a, b in spans], dim)
+            counts.append(torch.tensor([max(b - a, 0) for a, b in spans], dtype=x.dtype))
+        n = counts[0].view(-1, 1) * counts[1].view(1, -1)
+        return x / n
 
 
 @builds("local_avgpool")

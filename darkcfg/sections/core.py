@@ -143,6 +143,11 @@ def parse_convolutional(opts: Options, ctx: Context) -> Parsed:
     padding = non_negative(opts, "padding", opts.int("padding", 0))
     if pad:
         padding = size // 2
+    if dilation > 1 and size != 2 * padding + 1:
+        warn_at(f"dilation={dilation} with size={size} and padding={padding}: Darknet sizes the "
+                f"output ignoring dilation but its im2col does not, so it reads its column buffer "
+                f"misaligned (the two agree only when size = 2*padding+1); darkcfg places the "
+                f"windows that the output size implies", opts.key_loc("dilation"))
     xnor = bool(opts.int("xnor", 0))
     groups = positive(opts, "groups", opts.int("groups", 1))
     if xnor and groups > 1:
