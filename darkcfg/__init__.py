@@ -7,6 +7,7 @@ from collections.abc import Callable, Iterable
 from . import sections as _sections  # noqa: F401  (registers Darknet's section types)
 from .checkpoint import convert, load_checkpoint, save_checkpoint
 from .edit import dump
+from .features import FeatureInfo, feature_info
 from .errors import CfgError, CfgWarning, Location, WeightsError
 from .graph import (Context, LayerSpec, Network, Parsed, Segment, Shape, parse,
                     register_section as _register_parser)
@@ -25,7 +26,7 @@ __all__ = [
     "register_section", "register_builder",
     "detect", "detect_batch", "decode", "nms", "select", "Detection", "RawDetections",
     "read_names", "draw_detections", "tune_malloc", "Limits",
-    "convert", "save_checkpoint", "load_checkpoint",
+    "convert", "save_checkpoint", "load_checkpoint", "FeatureInfo", "feature_info",
 ]
 
 __version__ = "0.1.0"

@@ -16,6 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from .errors import CfgError
+from .features import FeatureInfo, feature_info
 from .graph import NETWORK_INPUT, Network, parse
 from .layers import builder_for
 from .layers._common import deferred_init
@@ -158,6 +159,12 @@ class DarknetModel(nn.Module):
                         fold(done)
         self.fused = True
         return self
+
+    @property
+    def feature_info(self) -> FeatureInfo:
+        """Channels, reduction (cumulative stride), shape and receptive field of each output, in
+        `out_indices` order, like timm's FeatureInfo (for building your own head)."""
+        return feature_info(self.network, self._out_indices)
 
     @property
     def stride(self) -> int:
