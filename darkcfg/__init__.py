@@ -17,6 +17,7 @@ from .detection import (Detection, RawDetections, decode, detect, detect_batch, 
                         select)
 from .image import draw_detections
 from .limits import Limits
+from .onnx_export import export_onnx
 from .runtime import tune_malloc
 from .weights import LoadReport, WeightsHeader
 
@@ -27,6 +28,7 @@ __all__ = [
     "detect", "detect_batch", "decode", "nms", "select", "Detection", "RawDetections",
     "read_names", "draw_detections", "tune_malloc", "Limits",
     "convert", "save_checkpoint", "load_checkpoint", "FeatureInfo", "feature_info",
+    "export_onnx",
 ]
 
 __version__ = "0.1.0"
