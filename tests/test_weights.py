@@ -213,3 +213,74 @@ def test_share_index_reads_nothing_and_shares_tensors(tmp_path) -> None:
     model.load_darknet_weights(tmp_path / "s.weights")
     assert torch.equal(model.layers[2].conv.weight, model.layers[1].conv.weight)
     assert model.layers[2].conv.bias[0].item() == 124
+
+
+# -- the two-thread read (files of 16 Mi floats and more): forced here with tiny chunks ------------
+
+@pytest.fixture
+def tiny_chunks(monkeypatch):
+    import darkcfg.weights as w
+
+    monkeypatch.setattr(w, "_CHUNK", 7)
+    monkeypatch.setattr(w, "_PARALLEL", 20)
+
+
+def test_two_thread_read_loads_every_value(tmp_path, tiny_chunks) -> None:
+    floats = np.random.default_rng(3).standard_normal(TOTAL).astype("<f4")
+    floats[124 - 4:124] = np.abs(floats[124 - 4:124])  # conv0's BN variances
+    path = tmp_path / "a.weights"
+    _write(path, floats)
+    model = _model()
+    model.load_darknet_weights(path)
+    out = tmp_path / "b.weights"
+    model.save_darknet_weights(out)
+    assert out.read_bytes() == path.read_bytes()
+
+
+@pytest.mark.parametrize("where", [5, TOTAL // 2 - 1, TOTAL // 2, TOTAL - 1])
+def test_two_thread_read_finds_nan_in_either_half(tmp_path, tiny_chunks, where) -> None:
+    floats = np.ones(TOTAL, "<f4")
+    floats[where] = np.nan
+    path = tmp_path / "nan.weights"
+    _write(path, floats)
+    layer = next(i for i, end in enumerate(np.cumsum(COUNTS)) if where < end)
+    with pytest.warns(darkcfg.CfgWarning, match=rf"layer {layer} .*1 of its {COUNTS[layer]} "
+                                                 r"weights are NaN or infinite"):
+        _model().load_darknet_weights(path)
+
+
+def test_a_file_that_shrinks_while_read_is_an_error_and_changes_nothing(tmp_path, tiny_chunks,
+                                                                        monkeypatch) -> None:
+    import os
+
+    path = tmp_path / "a.weights"
+    _write(path, np.ones(TOTAL, "<f4"))
+    model = _model()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    real = os.preadv
+
+    def short(fd, buffers, offset):  # the file ends 100 floats early, seen by the second reader
+        end = 20 + 4 * (TOTAL - 100)
+        if offset >= end:
+            return 0
+        return real(fd, [memoryview(buffers[0])[:end - offset]], offset) if \
+            offset + len(buffers[0]) > end else real(fd, buffers, offset)
+
+    monkeypatch.setattr(os, "preadv", short)
+    with pytest.raises(darkcfg.WeightsError, match=rf"weights file changed while it was read "
+                                                   rf"\({TOTAL - 100} of {TOTAL} floats\)"):
+        model.load_darknet_weights(path)
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+
+
+def test_huge_finite_weights_are_not_taken_for_inf(tmp_path, tiny_chunks) -> None:
+    """The fast NaN/Inf check (a dot product) overflows on values like 1e30; it must then look
+    at the values themselves and find them finite."""
+    floats = np.full(TOTAL, 1e30, "<f4")
+    path = tmp_path / "big.weights"
+    _write(path, floats)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", darkcfg.CfgWarning)
+        _model().load_darknet_weights(path)
