@@ -37,12 +37,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     sub = p.add_subparsers(dest="command", required=True)
     for name in COMMANDS:
-        try:
-            module = _command(name)
-        except ModuleNotFoundError as exc:
-            if exc.name != f"{__name__}.{COMMANDS[name]}":
-                raise
-            continue  # a command still being written
+        module = _command(name)
         c = sub.add_parser(name, help=module.HELP, description=module.HELP)
         module.add_arguments(c)
         # Also accepted after the command; SUPPRESS keeps `darkcfg --debug build` from being reset.
