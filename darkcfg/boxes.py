@@ -117,6 +117,15 @@ def _rows(boxes: Sequence[Tensor], obj: Tensor, probs: Tensor) -> Tensor:
     return torch.cat((cols, probs), -1).reshape(n, -1, 5 + probs.shape[-1])
 
 
+def _anchor_cells(y: Tensor, anchors: int, entries: int, anchor_wh: Tensor
+                  ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """A [yolo]-style head's map as (N, H, W, anchors, entries), with each cell's column and
+    row and each anchor's width and height (in the map's dtype)."""
+    p = _cells_last(y, anchors, entries)
+    col, row = _grid(p)
+    return p, col, row, anchor_wh[:, 0].to(p.dtype), anchor_wh[:, 1].to(p.dtype)
+
+
 class _Yolo(nn.Module):
     """get_yolo_detections: x, y already have logistic and scale_x_y applied by the layer."""
 
@@ -129,10 +138,8 @@ class _Yolo(nn.Module):
         self.register_buffer("anchor_wh", _anchor_table(o.anchors, o.mask), persistent=False)
 
     def forward(self, y: Tensor, netw: int, neth: int) -> Tensor:
-        p = _cells_last(y, self.anchors, self.entries)
-        col, row = _grid(p)
+        p, col, row, aw, ah = _anchor_cells(y, self.anchors, self.entries, self.anchor_wh)
         lh, lw = p.shape[1], p.shape[2]
-        aw, ah = self.anchor_wh[:, 0].to(p.dtype), self.anchor_wh[:, 1].to(p.dtype)
         x = (col + p[..., 0]) / lw
         yy = (row + p[..., 1]) / lh
         if self.new_coords:
@@ -157,10 +164,8 @@ class _GaussianYolo(nn.Module):
         self.register_buffer("anchor_wh", _anchor_table(o.anchors, o.mask), persistent=False)
 
     def forward(self, y: Tensor, netw: int, neth: int) -> Tensor:
-        p = _cells_last(y, self.anchors, self.entries)
-        col, row = _grid(p)
+        p, col, row, aw, ah = _anchor_cells(y, self.anchors, self.entries, self.anchor_wh)
         lh, lw = p.shape[1], p.shape[2]
-        aw, ah = self.anchor_wh[:, 0].to(p.dtype), self.anchor_wh[:, 1].to(p.dtype)
         w = torch.exp(p[..., 4]) * aw / netw
         h = torch.exp(p[..., 6]) * ah / neth
         x = (col + p[..., 0]) / lw
