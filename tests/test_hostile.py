@@ -438,6 +438,43 @@ def test_damaged_cfgs_give_a_network_or_a_cfg_error(text: str) -> None:
         assert math.isfinite(net.total_bflops)
 
 
+def _graph(net: darkcfg.Network) -> list[tuple]:
+    return [(net.net.width, net.net.height, net.net.channels)] + [
+        (l.type, l.inputs, l.out_shape, l.options, l.segments) for l in net]
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(damaged_cfgs(), st.data())
+def test_parse_dump_parse_is_stable_and_edits_are_atomic(text: str, data) -> None:
+    """Whatever parses dumps to text that parses to the same graph; an edit either gives such a
+    network or a CfgError/ValueError and leaves the network as it was."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", darkcfg.CfgWarning)
+        try:
+            net = darkcfg.parse(text)
+        except darkcfg.CfgError:
+            return
+        assert _graph(darkcfg.parse(darkcfg.dump(net))) == _graph(net)
+        before, source = _graph(net), darkcfg.dump(net)
+        i = data.draw(st.integers(0, len(net) - 1))
+        key = data.draw(st.sampled_from(["filters", "size", "stride", "layers", "from", "groups",
+                                         "activation", "mask", "pad", "classes"]))
+        value = data.draw(st.sampled_from(EDGE_VALUES[:8] + ["linear", "-1,0", None]))
+        edit = data.draw(st.sampled_from(["set", "insert", "delete"]))
+        try:
+            if edit == "set":
+                net.set(i, {key: value})
+            elif edit == "insert":
+                net.insert(i, data.draw(st.sampled_from(["dropout", "maxpool", "route", "conv"])),
+                           {} if value is None else {key: value})
+            else:
+                net.delete(i)
+        except (darkcfg.CfgError, ValueError):
+            assert _graph(net) == before and darkcfg.dump(net) == source
+            return
+        assert _graph(darkcfg.parse(darkcfg.dump(net))) == _graph(net)
+
+
 _MODEL = None
 
 
