@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import os
+import warnings
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -15,7 +16,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from .errors import CfgError
+from .errors import CfgError, CfgWarning
 from .features import FeatureInfo, feature_info
 from .graph import NETWORK_INPUT, Network, parse
 from .layers import builder_for
@@ -183,16 +184,33 @@ class DarknetModel(nn.Module):
 
     def dynamic_shapes(self, *, max_batch: int = 1024, max_size: int = 8192) -> dict:
         """torch.export's `dynamic_shapes` for the input `x`: any batch, and any height and width
-        that are multiples of :attr:`stride` (up to `max_size`) when the input is an image."""
+        that are multiples of :attr:`stride` (up to `max_size`) where the weights allow other
+        sizes (:meth:`accepts_other_sizes`)."""
         from torch.export import Dim
 
-        net = self.network.net
         k = self.stride
         shapes: dict[int, object] = {0: Dim("batch", min=1, max=max_batch)}
-        if net.width * net.height:
+        if self.accepts_other_sizes():
             shapes[2] = k * Dim("h_blocks", min=1, max=max(1, max_size // k))
             shapes[3] = k * Dim("w_blocks", min=1, max=max(1, max_size // k))
         return {"x": shapes}
+
+    def accepts_other_sizes(self) -> bool:
+        """Whether the same weights run at other input sizes: the cfg parses at the next multiple
+        of :attr:`stride` and no layer's weight count changes ([connected], [local] and
+        [detection] fix the size)."""
+        network = self.network
+        if not network.net.width * network.net.height:
+            return False
+        k = self.stride
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", CfgWarning)  # the cfg's warnings were shown once
+            try:
+                other = parse(network, width=network.net.width + k,
+                              height=network.net.height + k)
+            except CfgError:
+                return False
+        return all(a.weight_count == b.weight_count for a, b in zip(network, other))
 
     def export(self, *, dynamic: bool = True, max_batch: int = 1024,
                max_size: int = 8192) -> torch.export.ExportedProgram:

@@ -36,7 +36,7 @@ from .errors import CfgError, CfgWarning
 from .graph import Network, parse
 from .model import DarknetModel
 
-__all__ = ["INSTALL_HINT", "MISH_OPSET", "OnnxExport", "accepts_other_sizes", "export_onnx"]
+__all__ = ["INSTALL_HINT", "MISH_OPSET", "OnnxExport", "export_onnx"]
 
 INSTALL_HINT = 'pip install "darkcfg[export]"'
 MISH_OPSET = 18  # the first ONNX opset with a Mish operator
@@ -102,12 +102,12 @@ def export_onnx(model: DarknetModel, path: str | os.PathLike, *, opset: int | No
     else:
         module = net
         output_names = [f"out_{i}" for i in net.out_indices]
-    sizes_free = dynamic and accepts_other_sizes(net)
     x = net.example_input(batch=2 if dynamic else 1)
     param = next(net.parameters(), None)
     if param is not None:
         x = x.to(param.device, param.dtype)
-    shapes = _dynamic_shapes(net, sizes_free) if dynamic else None
+    sizes_free = dynamic and net.accepts_other_sizes()
+    shapes = net.dynamic_shapes() if dynamic else None
     table = _mish_decomposed() if opset is not None and opset < MISH_OPSET else None
     start = time.perf_counter()
     with _quiet():
@@ -131,18 +131,6 @@ def export_onnx(model: DarknetModel, path: str | os.PathLike, *, opset: int | No
                       seconds)
 
 
-def accepts_other_sizes(model: DarknetModel) -> bool:
-    """Whether the network runs at other input sizes with the same weights: it parses at another
-    multiple of the stride and no layer's weight count changes ([connected], [local] and
-    [detection] fix the size)."""
-    net = model.network.net
-    if not net.width * net.height:
-        return False
-    other = _reparsed(model.network, model.stride)
-    return other is not None and all(a.weight_count == b.weight_count
-                                     for a, b in zip(model.network, other))
-
-
 def _reparsed(network: Network, step: int) -> Network | None:
     """The network parsed at width + step, height + step (None if it does not parse there)."""
     with warnings.catch_warnings():
@@ -160,14 +148,6 @@ def _check_exportable(model: DarknetModel) -> None:
             raise CfgError(f"[{spec.header}] keeps a state between calls (Darknet's recurrent "
                            f"inference); ONNX export of recurrent layers is not supported",
                            spec.loc)
-
-
-def _dynamic_shapes(model: DarknetModel, sizes_free: bool) -> dict:
-    if sizes_free:
-        return model.dynamic_shapes()
-    from torch.export import Dim as ExportDim
-
-    return {"x": {0: ExportDim("batch", min=1, max=1024)}}
 
 
 def _mish_decomposed() -> dict:

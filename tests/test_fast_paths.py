@@ -147,3 +147,17 @@ def test_tune_malloc_on_glibc() -> None:
     model = darkcfg.build(CFG)
     with torch.no_grad():
         assert all(torch.isfinite(o).all() for o in model(torch.rand(1, 3, 16, 16)))
+
+
+def test_export_of_a_network_whose_weights_fix_its_size_has_a_dynamic_batch_only() -> None:
+    cfg = ("[net]\nwidth=16\nheight=16\nchannels=3\n[convolutional]\nfilters=4\nsize=3\nstride=2\n"
+           "pad=1\nactivation=leaky\n[connected]\noutput=5\nactivation=linear\n")
+    model = darkcfg.build(cfg)
+    assert not model.accepts_other_sizes()
+    assert set(model.dynamic_shapes()["x"]) == {0}
+    program = model.export()
+    x = torch.rand(3, 3, 16, 16)
+    with torch.no_grad():
+        torch.testing.assert_close(program.module()(x)[0], model(x)[0])
+    full = darkcfg.build(cfg.replace("[connected]\noutput=5", "[maxpool]\nsize=2\nstride=2"))
+    assert full.accepts_other_sizes() and set(full.dynamic_shapes()["x"]) == {0, 2, 3}
