@@ -220,7 +220,9 @@ def _worker() -> ThreadPoolExecutor:
 def _all_finite(chunk: np.ndarray) -> bool:
     """No NaN or Inf in `chunk`. A dot product with itself is one fast BLAS pass and is finite
     when every value is (an overflow to Inf falls back to the exact check)."""
-    return bool(np.isfinite(np.dot(chunk, chunk))) or bool(np.isfinite(chunk).all())
+    with np.errstate(over="ignore", invalid="ignore"):
+        fast = np.isfinite(np.dot(chunk, chunk))
+    return bool(fast) or bool(np.isfinite(chunk).all())
 
 
 def _read_part(fh, floats: np.ndarray, offset: int, lo: int, hi: int) -> tuple[int, bool]:

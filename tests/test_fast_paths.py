@@ -159,5 +159,6 @@ def test_export_of_a_network_whose_weights_fix_its_size_has_a_dynamic_batch_only
     x = torch.rand(3, 3, 16, 16)
     with torch.no_grad():
         torch.testing.assert_close(program.module()(x)[0], model(x)[0])
-    full = darkcfg.build(cfg.replace("[connected]\noutput=5", "[maxpool]\nsize=2\nstride=2"))
+    full = darkcfg.build(cfg.replace("[connected]\noutput=5\nactivation=linear\n",
+                                     "[maxpool]\nsize=2\nstride=2\n"))
     assert full.accepts_other_sizes() and set(full.dynamic_shapes()["x"]) == {0, 2, 3}
