@@ -8,6 +8,8 @@ edited network is exactly what Darknet would read from the dumped text.
 
 from __future__ import annotations
 
+import math
+import numbers
 import os
 import re
 from collections.abc import Mapping, Sequence
@@ -149,12 +151,15 @@ def _inline_comment(raw: str) -> str:
 # -- values -------------------------------------------------------------------------------------
 def format_value(value: Any) -> str:
     """A Python value as Darknet reads it: 1/0 for bools, lists comma-separated."""
+    if hasattr(value, "tolist") and not isinstance(value, str):  # numpy arrays and scalars
+        value = value.tolist()
     if isinstance(value, bool):
         return "1" if value else "0"
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        if value != value or value in (float("inf"), float("-inf")):
+    if isinstance(value, numbers.Integral):  # also numpy's integers
+        return str(int(value))
+    if isinstance(value, numbers.Real):
+        value = float(value)
+        if not math.isfinite(value):
             raise ValueError(f"{value} is not a finite number")
         return repr(value)
     if isinstance(value, str):

@@ -7,6 +7,7 @@ import re
 import warnings
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
@@ -127,6 +128,7 @@ def test_set_adds_missing_options_after_the_last_one_and_none_removes() -> None:
 @pytest.mark.parametrize("value,text", [
     (True, "1"), (False, "0"), (7, "7"), (0.5, "0.5"), (1e-5, "1e-05"), ("mish", "mish"),
     ([1, 2, 3], "1,2,3"), ([(10, 14), (23, 27)], "10,14,23,27"), ((0.1, 2), "0.1,2"),
+    (np.int64(5), "5"), (np.float32(0.5), "0.5"), (np.array([1, 2]), "1,2"),
 ])
 def test_values_are_written_as_darknet_reads_them(value, text) -> None:
     net = quiet_parse(SMALL)
