@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import re
 import warnings
 from pathlib import Path
@@ -12,11 +11,11 @@ import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from oracle import SHARED, needs_shared
+from test_corpus import RUNNABLE, _id
 
 import darkcfg
 from darkcfg.graph import Context
-from oracle import SHARED, needs_shared
-from test_corpus import RUNNABLE, _id
 
 pytestmark = pytest.mark.filterwarnings("ignore::darkcfg.CfgWarning")
 
