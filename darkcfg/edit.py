@@ -44,8 +44,8 @@ class _Block:
 
     def options(self, key: str) -> list[int]:
         """Line numbers (in this block) of the options named `key`."""
-        return [i for i, raw in enumerate(self.lines[1:], start=1)
-                if _kind(raw).kind == "option" and _kind(raw).name == key]
+        return [i for i, kind in enumerate(map(_kind, self.lines[1:]), start=1)
+                if kind.kind == "option" and kind.name == key]
 
 
 def _kind(raw: str):

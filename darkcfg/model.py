@@ -199,18 +199,23 @@ class DarknetModel(nn.Module):
         """Whether the same weights run at other input sizes: the cfg parses at the next multiple
         of :attr:`stride` and no layer's weight count changes ([connected], [local] and
         [detection] fix the size)."""
+        other = self.network_one_stride_larger()
+        return other is not None and all(a.weight_count == b.weight_count
+                                         for a, b in zip(self.network, other))
+
+    def network_one_stride_larger(self) -> Network | None:
+        """The network parsed at width and height + :attr:`stride` (None when the input is not
+        an image or the cfg does not parse there): how each shape grows with the input."""
         network = self.network
         if not network.net.width * network.net.height:
-            return False
+            return None
         k = self.stride
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", CfgWarning)  # the cfg's warnings were shown once
             try:
-                other = parse(network, width=network.net.width + k,
-                              height=network.net.height + k)
+                return parse(network, width=network.net.width + k, height=network.net.height + k)
             except CfgError:
-                return False
-        return all(a.weight_count == b.weight_count for a, b in zip(network, other))
+                return None
 
     def export(self, *, dynamic: bool = True, max_batch: int = 1024,
                max_size: int = 8192) -> torch.export.ExportedProgram:

@@ -32,8 +32,7 @@ from pathlib import Path
 
 import torch
 
-from .errors import CfgError, CfgWarning
-from .graph import Network, parse
+from .errors import CfgError
 from .model import DarknetModel
 
 __all__ = ["INSTALL_HINT", "MISH_OPSET", "OnnxExport", "export_onnx"]
@@ -131,17 +130,6 @@ def export_onnx(model: DarknetModel, path: str | os.PathLike, *, opset: int | No
                       seconds)
 
 
-def _reparsed(network: Network, step: int) -> Network | None:
-    """The network parsed at width + step, height + step (None if it does not parse there)."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", CfgWarning)  # the cfg's warnings were shown once already
-        try:
-            return parse(network, width=network.net.width + step,
-                         height=network.net.height + step)
-        except CfgError:
-            return None
-
-
 def _check_exportable(model: DarknetModel) -> None:
     for spec, layer in zip(model.network, model.layers):
         if spec.index in model._run and hasattr(layer, "reset_state"):
@@ -199,7 +187,7 @@ def _name_dims(model, net: DarknetModel, dynamic: bool, sizes_free: bool, decode
             out[1] = "boxes"
         graph.outputs[0].shape = ir.Shape(out)
         return
-    other = _reparsed(net.network, net.stride) if sizes_free else None
+    other = net.network_one_stride_larger() if sizes_free else None
     for value, index in zip(graph.outputs, net.out_indices):
         out = list(value.shape)
         out[0] = "batch"

@@ -225,38 +225,29 @@ def _all_finite(chunk: np.ndarray) -> bool:
     return bool(fast) or bool(np.isfinite(chunk).all())
 
 
+def _read_at(fh, view: memoryview, at: int) -> int:
+    """Read into `view` from byte `at`: a positioned read where the system has one (so two
+    threads can read two parts of one file at once), else seek and read."""
+    if hasattr(os, "preadv"):
+        return os.preadv(fh.fileno(), [view], at)
+    fh.seek(at)
+    return fh.readinto(view)
+
+
 def _read_part(fh, floats: np.ndarray, offset: int, lo: int, hi: int) -> tuple[int, bool]:
     """Read floats[lo:hi] from the file (at `offset` + 4*lo), chunk by chunk, checking each chunk
-    for NaN/Inf while it is still in cache. Returns (floats read, all finite). Positioned reads,
-    so two threads can read two parts of one file at once."""
+    for NaN/Inf while it is still in cache. Returns (floats read, all finite)."""
     raw = memoryview(floats).cast("B")
-    fd = fh.fileno()
     finite = True
     pos = lo
     while pos < hi:
         n = min(_CHUNK, hi - pos)
-        got = os.preadv(fd, [raw[4 * pos:4 * (pos + n)]], offset + 4 * pos) // 4
+        got = _read_at(fh, raw[4 * pos:4 * (pos + n)], offset + 4 * pos) // 4
         if not got:
             break
         finite = _all_finite(floats[pos:pos + got]) and finite
         pos += got
     return pos - lo, finite
-
-
-def _read_serial(fh, floats: np.ndarray, offset: int) -> tuple[int, bool]:
-    """_read_part for systems without os.preadv (Windows): one sequential read."""
-    raw = memoryview(floats).cast("B")
-    fh.seek(offset)
-    finite = True
-    pos = 0
-    while pos < len(floats):
-        n = min(_CHUNK, len(floats) - pos)
-        got = fh.readinto(raw[4 * pos:4 * (pos + n)]) // 4
-        if not got:
-            break
-        finite = _all_finite(floats[pos:pos + got]) and finite
-        pos += got
-    return pos, finite
 
 
 def _warn_suspicious(spec: LayerSpec, floats: np.ndarray, start: int, path: str,
@@ -335,9 +326,7 @@ def _read(fh, floats: np.ndarray, offset: int, plan: Callable[[], _Plan]
     count = len(floats)
     if count < _PARALLEL or not hasattr(os, "preadv"):
         todo = plan()
-        got, finite = (_read_part(fh, floats, offset, 0, count) if hasattr(os, "preadv")
-                       else _read_serial(fh, floats, offset))
-        return got, finite, todo
+        return (*_read_part(fh, floats, offset, 0, count), todo)
     mid = count // 2
     other = _worker().submit(_read_part, fh, floats, offset, mid, count)
     try:

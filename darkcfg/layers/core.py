@@ -134,13 +134,18 @@ class Convolutional(nn.Module):
         h, w = x.shape[-2:]
         d = o.dilation
         kh, kw = size or (o.size, o.size)
-        out_h = cdiv(h + 2 * o.padding - o.size, o.stride_y) + 1
-        out_w = cdiv(w + 2 * o.padding - o.size, o.stride_x) + 1
+        out_h, out_w = self._out_size(h, w)
         top, bottom = window_pads(h, out_h, d * (kh - 1) + 1, o.stride_y,
                                   o.padding * d - first[0] * d)
         left, right = window_pads(w, out_w, d * (kw - 1) + 1, o.stride_x,
                                   o.padding * d - first[1] * d)
         return pad_or_crop(x, (left, right, top, bottom))
+
+    def _out_size(self, h: int, w: int) -> tuple[int, int]:
+        """Darknet's output size, which ignores dilation: (h + 2*padding - size)/stride + 1."""
+        o = self.opts
+        return (cdiv(h + 2 * o.padding - o.size, o.stride_y) + 1,
+                cdiv(w + 2 * o.padding - o.size, o.stride_x) + 1)
 
     def _live_taps(self, h: int, w: int) -> tuple[range, range] | None:
         """The kernel rows and columns that read the map at some output position, when others
@@ -158,11 +163,7 @@ class Convolutional(nn.Module):
         c = self.conv
         n = x.shape[0]
         if not len(rows) or not len(cols):  # every tap reads padding: the bias alone
-            o = self.opts
-            h, w = x.shape[-2:]
-            out_h = cdiv(h + 2 * o.padding - o.size, o.stride_y) + 1
-            out_w = cdiv(w + 2 * o.padding - o.size, o.stride_x) + 1
-            y = x.new_zeros(n, c.out_channels, out_h, out_w)
+            y = x.new_zeros(n, c.out_channels, *self._out_size(*x.shape[-2:]))
             return y if c.bias is None else y + c.bias.view(1, -1, 1, 1)
         weight = c.weight[:, :, rows.start:rows.stop, cols.start:cols.stop]
         x = self._pad(x, (rows.start, cols.start), (len(rows), len(cols)))
