@@ -41,7 +41,7 @@ from .model import DarknetModel
 
 __all__ = ["HEAD_TYPES", "NMS_KINDS", "RawDetections", "Detection", "NmsSettings", "decode",
            "nms", "nms_settings", "select", "detect", "detect_batch", "read_names",
-           "format_detection"]
+           "check_names", "network_classes", "format_detection"]
 
 HEAD_TYPES = ("yolo", "Gaussian_yolo", "region", "detection")
 # "default" is do_nms_sort (IoU); the others go through diounms_sort.
@@ -578,17 +578,39 @@ def _diou(b: _Boxes, a: int, rest: np.ndarray, exponent: float) -> np.ndarray:
 
 # --- selection (draw_detections_v3's choice and order) -----------------------------------------
 
-def read_names(path: str | os.PathLike) -> list[str]:
-    """A Darknet .names file: one class name per line."""
-    return Path(path).read_text(encoding="utf-8", errors="replace").splitlines()
+def read_names(path: str | os.PathLike, classes: int | None = None) -> list[str]:
+    """A Darknet .names file: one class name per line. With `classes` (the network's count, e.g.
+    :func:`network_classes`), another line count is an error naming both counts: Darknet only
+    prints a warning, and then labels every class after the first missing line wrongly."""
+    names = Path(path).read_text(encoding="utf-8", errors="replace").splitlines()
+    if classes is not None and len(names) != classes:
+        raise CfgError(f"the names file {path} has {len(names)} lines, but the network has "
+                       f"{classes} classes (one name per line, in class order)")
+    return names
 
 
-def _names(names: Sequence[str] | str | os.PathLike | None) -> list[str] | None:
-    if names is None:
-        return None
+def network_classes(model: DarknetModel | Network) -> int:
+    """The classes the detection heads predict (Darknet sizes every prob array by the first's)."""
+    network = model.network if isinstance(model, DarknetModel) else model
+    heads = detection_heads(network)
+    if not heads:
+        raise ValueError("the network has no [yolo], [Gaussian_yolo], [region] or [detection] "
+                         "layer whose classes names could label")
+    return int(heads[0].options.classes)
+
+
+def check_names(names: Sequence[str] | str | os.PathLike, model: DarknetModel | Network | int
+                ) -> list[str]:
+    """`names` (a .names file or the names themselves) as a list, checked against the class count
+    of `model` (a model, a Network, or the count): one name per class, or a CfgError."""
+    classes = model if isinstance(model, int) else network_classes(model)
     if isinstance(names, (str, os.PathLike)):
-        return read_names(names)
-    return list(names)
+        return read_names(names, classes)
+    names = list(names)
+    if len(names) != classes:
+        raise CfgError(f"got {len(names)} names, but the network has {classes} classes (one "
+                       f"name per class, in class order)")
+    return names
 
 
 def select(dets: RawDetections, image_size: ImageSize, *, thresh: float = 0.25,
@@ -599,7 +621,7 @@ def select(dets: RawDetections, image_size: ImageSize, *, thresh: float = 0.25,
 
     `[detection]` (yolov1) boxes, which Darknet keeps in pixels, are made relative here (Darknet's
     own `detector test` prints nothing for them: it never sets their class count)."""
-    labels = _names(names)
+    labels = None if names is None else check_names(names, dets.classes)
     cpu = dets.to("cpu")
     im_w, im_h = image_size
     boxes = cpu.boxes.numpy().astype(_F32)
@@ -650,6 +672,7 @@ def detect_batch(model: DarknetModel, x: Tensor,
     if model.training:
         warnings.warn("the model is in training mode; Darknet detects in inference mode "
                       "(call model.eval())", stacklevel=2)
+    labels = None if names is None else check_names(names, model)  # before the forward pass
     param = next(model.parameters(), None)
     if param is not None:
         x = x.to(param.device, param.dtype)
@@ -660,7 +683,6 @@ def detect_batch(model: DarknetModel, x: Tensor,
     raws = decode(model, outputs, sizes, thresh=thresh, hier_thresh=hier_thresh,
                   letterbox=letterbox, input_size=input_size)
     settings = nms_settings(model.network)
-    labels = _names(names)
     result = []
     for raw, size in zip(raws, sizes):
         kept = _nms(raw, nms, kind=settings.kind, beta=settings.beta, classes=settings.classes)
