@@ -6,6 +6,7 @@ carrying where the problem is, like :class:`tomllib.TOMLDecodeError` does.
 
 from __future__ import annotations
 
+import sys
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -13,7 +14,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["CfgError", "WeightsError", "CfgWarning", "Location", "warn_at", "shorten",
+__all__ = ["CfgError", "WeightsError", "CfgWarning", "Location", "warn", "warn_at", "shorten",
            "printable", "warning_budget"]
 
 
@@ -126,8 +127,8 @@ def warning_budget(limit: int) -> Iterator[None]:
     finally:
         _BUDGET.reset(token)
         if budget.suppressed:
-            warnings.warn(f"{budget.suppressed:,} more warnings were not shown (only the first "
-                          f"{limit:,} are)", CfgWarning, stacklevel=3)
+            warn(f"{budget.suppressed:,} more warnings were not shown (only the first "
+                 f"{limit:,} are)")
 
 
 def warn_at(msg: str, loc: Location | None = None) -> None:
@@ -138,4 +139,24 @@ def warn_at(msg: str, loc: Location | None = None) -> None:
             return
         budget.left -= 1
     where = loc.describe() if loc else ""
-    warnings.warn(printable(f"{msg} ({where})" if where else msg), CfgWarning, stacklevel=3)
+    warn(printable(f"{msg} ({where})" if where else msg))
+
+
+# Packages whose frames a warning skips: darkcfg itself, and torch between a user's call and a
+# darkcfg module's forward().
+_INTERNAL = ("darkcfg", "torch")
+
+
+def _internal(module: str) -> bool:
+    return any(module == name or module.startswith(name + ".") for name in _INTERNAL)
+
+
+def warn(message: str, category: type[Warning] = CfgWarning) -> None:
+    """`warnings.warn` attributed to the first frame outside darkcfg (and torch): the user's line
+    that parsed, built or loaded, not the darkcfg line that noticed."""
+    frame = sys._getframe(0)
+    level = 1
+    while frame is not None and _internal(frame.f_globals.get("__name__", "")):
+        frame = frame.f_back
+        level += 1
+    warnings.warn(message, category, stacklevel=level)
