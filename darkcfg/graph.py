@@ -6,6 +6,7 @@ graph can be checked against Darknet's own layer table before any tensor exists.
 
 from __future__ import annotations
 
+import codecs
 import difflib
 import os
 import stat
@@ -27,6 +28,8 @@ __all__ = [
     "Shape", "Segment", "LayerSpec", "Parsed", "NetOptions", "Network", "Context",
     "SectionType", "register_section", "section_type", "canonical_type", "parse", "cdiv",
 ]
+
+BOM = "\ufeff"  # a byte order mark as text: what a UTF-8 BOM decodes to
 
 NETWORK_INPUT = -1  # index used in `LayerSpec.inputs` for the network's input tensor
 
@@ -101,6 +104,16 @@ class LayerSpec:
     def weight_count(self) -> int:
         return sum(s.count for s in self.segments)
 
+    def __repr__(self) -> str:
+        """One line (the dataclass repr of a yolov4 layer is a kilobyte); the fields hold the rest."""
+        return (f"LayerSpec({self.index}, {self.type!r}, {_whc(self.in_shape)} -> "
+                f"{_whc(self.out_shape)}, {self.bflops:.3f} BFLOPs, {self.weight_count:,} weights)")
+
+
+def _whc(shape: Shape) -> str:
+    """A shape as Darknet prints it: width x height x channels."""
+    return f"{shape.w}x{shape.h}x{shape.c}"
+
 
 @dataclass(frozen=True)
 class NetOptions:
@@ -140,6 +153,13 @@ class Network:
 
     def __len__(self) -> int:
         return len(self.layers)
+
+    def __repr__(self) -> str:
+        """One line: `print(network)` of yolov4 would otherwise print 155 kB of dataclasses."""
+        name = repr(os.path.basename(self.path)) if self.path else "<cfg text>"
+        layers = f"{len(self.layers)} layer{'' if len(self.layers) == 1 else 's'}"
+        return (f"Network({name}, {layers}, {_whc(self.net.input_shape)}, "
+                f"{self.total_bflops:.3f} BFLOPs)")
 
     def __getitem__(self, i: int) -> LayerSpec:
         return self.layers[i]
@@ -357,10 +377,14 @@ def _read_source(source: str | os.PathLike, limits: Limits = DEFAULT_LIMITS) -> 
             data = fh.read(limits.max_cfg_bytes + 1)
     except OSError as exc:
         raise CfgError(f"cannot read cfg file: {exc.strerror or exc}", loc) from None
+    bom = data.startswith(codecs.BOM_UTF8)  # kept as U+FEFF whichever decoding the rest needs,
+    if bom:                                 # so parse_text names and skips it
+        data = data[len(codecs.BOM_UTF8):]
     try:
-        return data.decode("utf-8"), path
+        text = data.decode("utf-8")
     except UnicodeDecodeError:
-        return data.decode("latin-1"), path
+        text = data.decode("latin-1")
+    return BOM + text if bom else text, path
 
 
 def parse_text(text: str, path: str | None = None, *, width: int | None = None,
@@ -368,6 +392,10 @@ def parse_text(text: str, path: str | None = None, *, width: int | None = None,
                limits: Limits | None = None) -> Network:
     limits = limits or DEFAULT_LIMITS
     with warning_budget(limits.max_warnings):
+        if text.startswith(BOM):
+            warn_at("the cfg starts with a UTF-8 byte order mark (BOM), which is skipped (Darknet "
+                    "cannot read a cfg with one: save it as UTF-8 without BOM)", Location(path, 1))
+            text = text[len(BOM):]
         sections = lex(text, path, limits=limits)
         if not sections:
             raise CfgError("no sections: a cfg starts with [net]", Location(path))
@@ -447,8 +475,16 @@ class _Tally:
 
 
 def _warn_unused(opts: Options) -> None:
-    for opt in opts.unused():
-        warn_at(f"unused option {opt.key!r} (Darknet ignores it too)", opts.loc(opt))
+    unused = opts.unused()
+    if not unused:
+        return
+    # candidates: keys this section reads that the section does not set (a typo of a key that is
+    # also given correctly is just junk)
+    candidates = sorted(opts.known_keys() - {o.key for o in opts.section.options})
+    for opt in unused:
+        close = difflib.get_close_matches(opt.key, candidates, n=1, cutoff=0.75)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        warn_at(f"unused option {opt.key!r} (Darknet ignores it too{hint})", opts.loc(opt))
 
 
 def _parse_net(section: RawSection, path: str | None, width: int | None, height: int | None,

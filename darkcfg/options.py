@@ -67,6 +67,11 @@ class Options:
     def unused(self) -> list[RawOption]:
         return [o for o in self._by_key.values() if o.key not in self._used]
 
+    def known_keys(self) -> set[str]:
+        """Keys the section's parser asked for or accepted, given here or not (did-you-mean
+        candidates for an unused key)."""
+        return set(self._used)
+
     def _raw(self, key: str) -> RawOption | None:
         self._used.add(key)
         return self._by_key.get(key)
