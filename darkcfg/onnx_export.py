@@ -26,7 +26,7 @@ import logging
 import os
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -75,13 +75,15 @@ def require_exporter() -> None:
 
 
 def export_onnx(model: DarknetModel, path: str | os.PathLike, *, opset: int | None = None,
-                dynamic: bool = False, decode: bool = False) -> OnnxExport:
+                dynamic: bool = False, decode: bool = False,
+                progress: Callable[[str], object] | None = None) -> OnnxExport:
     """Write `model` as an ONNX file at `path`; see the module docstring.
 
     `opset`: ONNX opset (default: the exporter's, 20 with torch 2.13). `dynamic`: dynamic batch
     and, where the network allows it, height and width; otherwise the graph is fixed to batch 1
     at the cfg's size (build the model with width=, height= to choose it). `decode`: put box
-    decoding in the graph. The model passed in is not changed (a fused copy is exported)."""
+    decoding in the graph. The model passed in is not changed (a fused copy is exported).
+    `progress` (e.g. `print`) is told when the slow step (10-20 s) starts, after the checks."""
     require_exporter()
     import onnx
 
@@ -108,6 +110,8 @@ def export_onnx(model: DarknetModel, path: str | os.PathLike, *, opset: int | No
     sizes_free = dynamic and net.accepts_other_sizes()
     shapes = net.dynamic_shapes() if dynamic else None
     table = _mish_decomposed() if opset is not None and opset < MISH_OPSET else None
+    if progress is not None:
+        progress("exporting to ONNX with torch's exporter (10-20 s) ...")
     start = time.perf_counter()
     with _quiet():
         program = torch.onnx.export(module, (x,), dynamo=True, opset_version=opset,

@@ -1,4 +1,6 @@
 """`darkcfg` command line. Errors are one line on stderr and exit code 1 (--debug: traceback).
+Long steps say what they do on stderr (--quiet: not). Output cut short by its reader (`| head`)
+ends quietly with exit code 0.
 
 Each command is a module of this package with `HELP`, `add_arguments(parser)` and `run(args)`;
 modules import torch and the heavy parts of darkcfg inside `run`, so `--help` stays fast.
@@ -8,13 +10,15 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 import warnings
 from collections.abc import Sequence
 
+from .. import __version__
 from ..errors import CfgError
 
-__all__ = ["main", "COMMANDS"]
+__all__ = ["main", "COMMANDS", "progress"]
 
 # command name -> module in this package (the order is the order of `darkcfg --help`)
 COMMANDS = {
@@ -34,7 +38,10 @@ def _command(name: str):
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="darkcfg", description="Darknet .cfg files as PyTorch networks")
+    p.add_argument("--version", action="version", version=f"darkcfg {__version__}")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
+    p.add_argument("--quiet", action="store_true",
+                   help="do not say on stderr what a long step (ONNX export) is doing")
     sub = p.add_subparsers(dest="command", required=True)
     for name in COMMANDS:
         module = _command(name)
@@ -43,7 +50,26 @@ def _parser() -> argparse.ArgumentParser:
         # Also accepted after the command; SUPPRESS keeps `darkcfg --debug build` from being reset.
         c.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
                        help=argparse.SUPPRESS)
+        c.add_argument("--quiet", action="store_true", default=argparse.SUPPRESS,
+                       help=argparse.SUPPRESS)
     return p
+
+
+def progress(args: argparse.Namespace, message: str) -> None:
+    """Say on stderr what a long step is doing, before it starts (unless --quiet)."""
+    if not getattr(args, "quiet", False):
+        print(message, file=sys.stderr, flush=True)
+
+
+def _stdout_gone() -> int:
+    """The reader closed our stdout (`darkcfg summary x.cfg | head`): stop without a message.
+    stdout now points at devnull, so the interpreter's final flush does not fail again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # no real stdout (called in-process with a captured one)
+        pass
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -55,7 +81,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     warnings.showwarning = _show
     try:
-        return _command(args.command).run(args)
+        code = _command(args.command).run(args)
+        sys.stdout.flush()  # here, so that a closed pipe is seen here
+        return code
+    except BrokenPipeError:
+        return _stdout_gone()
     except (CfgError, OSError, ValueError) as exc:
         if debug:
             raise

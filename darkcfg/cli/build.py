@@ -8,7 +8,7 @@ HELP = "build a cfg (and load weights), print the layer table"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("cfg")
+    p.add_argument("cfg", help="the Darknet .cfg file")
     p.add_argument("--weights", help="Darknet .weights file to load and verify")
     p.add_argument("--width", type=int, help="override [net] width")
     p.add_argument("--height", type=int, help="override [net] height")

@@ -9,7 +9,7 @@ HELP = "export a cfg (with its weights, or random ones) to ONNX"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("cfg")
+    p.add_argument("cfg", help="the Darknet .cfg file")
     p.add_argument("--weights", help="Darknet .weights file (default: Darknet's random init)")
     p.add_argument("--onnx", required=True, metavar="OUT", help="the .onnx file to write")
     p.add_argument("--opset", type=int,
@@ -36,11 +36,12 @@ def run(args: argparse.Namespace) -> int:
 
     from ..model import load
     from ..onnx_export import export_onnx
+    from . import progress
 
     model = load(args.cfg, args.weights, strict=not args.no_strict, width=args.width,
                  height=args.height)
     done = export_onnx(model, args.onnx, opset=args.opset, dynamic=args.dynamic,
-                       decode=args.decode)
+                       decode=args.decode, progress=lambda message: progress(args, message))
     source = f"weights {args.weights}" if args.weights else "random weights (no --weights)"
     net = model.network.net
     fixed = "" if args.dynamic else f", fixed to {net.width}x{net.height}"

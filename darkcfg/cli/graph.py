@@ -8,7 +8,7 @@ HELP = "draw the layer graph with Graphviz: .svg, .png, .pdf, or the .dot source
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("cfg")
+    p.add_argument("cfg", help="the Darknet .cfg file")
     p.add_argument("-o", "--out",
                    help="picture to write; its suffix picks the format (.svg, .png, .jpg, .json, "
                         ".pdf with Graphviz's own dot, .dot/.gv for the source); without it the "

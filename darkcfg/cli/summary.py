@@ -8,7 +8,7 @@ HELP = "print the layer table with stride, receptive field and parameters of eve
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("cfg")
+    p.add_argument("cfg", help="the Darknet .cfg file")
     p.add_argument("--width", type=int, help="override [net] width")
     p.add_argument("--height", type=int, help="override [net] height")
     p.add_argument("--json", action="store_true", help="print the summary as JSON (one line per layer)")
