@@ -15,17 +15,29 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 
 
-def shared_dir() -> Path | None:
+def find_shared() -> tuple[Path | None, str]:
+    """The shared data folder, or None and why not. DARKCFG_SHARED, when set, is the only place
+    looked at: a wrong path must say so, not quietly test against another copy."""
     env = os.environ.get("DARKCFG_SHARED")
-    for cand in ([Path(env)] if env else []) + [REPO.parent / "shared", REPO / "shared"]:
+    if env:
+        path = Path(env)
+        if not path.is_dir():
+            return None, f"DARKCFG_SHARED={env} is not a folder"
+        if not (path / "oracle").is_dir():
+            return None, f"DARKCFG_SHARED={env} has no oracle folder (Darknet's outputs)"
+        return path, ""
+    for cand in (REPO.parent / "shared", REPO / "shared"):
         if (cand / "oracle").is_dir():
-            return cand
-    return None
+            return cand, ""
+    return None, ("../shared (Darknet's oracle outputs and cfg corpus) is not present next to "
+                  "the repository; set DARKCFG_SHARED to its path")
 
 
-SHARED = shared_dir()
-SKIP_REASON = ("../shared (Darknet's oracle outputs and cfg corpus) is not present next to the "
-               "repository; set DARKCFG_SHARED to its path")
+def shared_dir() -> Path | None:
+    return find_shared()[0]
+
+
+SHARED, SKIP_REASON = find_shared()
 needs_shared = pytest.mark.skipif(SHARED is None, reason=SKIP_REASON)
 
 NETS = ["yolov3-tiny", "yolov4-tiny", "yolov3", "yolov4", "darknet53", "csdarknet53-omega"]
