@@ -182,6 +182,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, help="torch/OpenCV threads (default: their own)")
     ap.add_argument("--compare", choices=["opencv"], action="append", default=[])
     ap.add_argument("--no-load-rss", action="store_true", help="skip the child-process RSS run")
+    ap.add_argument("--quiet", action="store_true",
+                    help="do not say on stderr what a long step (torch.compile) is doing")
     ap.add_argument("--no-tune-malloc", action="store_true",
                     help="leave glibc's malloc as it is (default: darkcfg.tune_malloc())")
     args = ap.parse_args(argv)
@@ -232,6 +234,9 @@ def main(argv: list[str] | None = None) -> int:
 
         model = darkcfg.load(network, weights)
         x = torch.rand(args.batch, s.c, s.h, s.w)
+        if args.mode == "compiled" and not args.quiet:
+            print("compiling with torch.compile (the first call takes 10-60 s) ...",
+                  file=sys.stderr, flush=True)
         fn, xin, t_prep = prepare(model, args.mode, x)
         if args.mode == "compiled":
             print(f"torch.compile            {t_prep:.1f} s (first call)")
