@@ -331,10 +331,21 @@ COMMON_KEYS = ACCEPTED_KEYS["*"]
 
 def parse(source: str | os.PathLike | Network, *, width: int | None = None, height: int | None = None,
           channels: int | None = None, limits: Limits | None = None) -> Network:
-    """Read a cfg (path or text) into a :class:`Network`; width/height/channels override [net].
+    """Read a cfg into a :class:`Network`: layer shapes, BFLOPs and weights layout, no torch.
 
-    `limits` (default :data:`darkcfg.limits.DEFAULT_LIMITS`) bounds what an untrusted cfg may ask
-    for; a parsed Network passed with `limits` and no overrides is checked against them."""
+    A cfg that cannot be run raises :class:`CfgError` with file, line and section; what Darknet
+    accepts but a user likely did not mean (an unused or misspelt option, a duplicate key) is a
+    warning (:class:`CfgWarning`).
+
+    Args:
+        source: a path (str or PathLike), cfg text (a str holding a newline, or a '[' that is
+            not an existing path), or a parsed Network (returned as is, or parsed again with the
+            overrides).
+        width, height, channels: override [net]'s values (e.g. another input size).
+        limits: bounds on what an untrusted cfg may ask for (default
+            :data:`darkcfg.limits.DEFAULT_LIMITS`); a Network passed with `limits` and no
+            overrides is checked against them.
+    """
     if limits is not None and not isinstance(limits, Limits):
         raise TypeError(f"limits must be a darkcfg.Limits, not {type(limits).__name__}")
     if isinstance(source, Network):
