@@ -43,6 +43,9 @@ def _build(net: darkcfg.Network, **kw) -> darkcfg.DarknetModel:
 # change reaches it. Feeding ones on the half-plane "column < t" changes output pixel o iff its
 # first input column is < t; binary search over t finds that column exactly, and likewise the
 # last one with "column >= t". Nothing here uses darkcfg.summary.
+# "Changes" is a bit-exact compare, so the unchanged base image rides in the same batch as the
+# probes: CPU kernels (oneDNN, BLAS) may round differently for another batch size, thread split
+# or CPU family, and then every pixel would seem to change.
 
 def _positive(model: torch.nn.Module, bias: float = 0.0) -> torch.nn.Module:
     g = torch.Generator().manual_seed(0)
@@ -82,14 +85,13 @@ def _support(net: darkcfg.Network, queries: list[Query], *, bias: float = 0.0
             picked.append(y[:, :, out.h // 2, o] if axis == "x" else y[:, :, o, out.w // 2])
         return picked
 
-    base = [v[0] for v in values(torch.zeros(1, s.c, s.h, s.w, dtype=torch.float32))]
     n = len(queries)
     lo = [[0, extent[a]] for _, a, _ in queries]  # "index < t" reaches o at t = [1], not at [0]
     hi = [[0, extent[a]] for _, a, _ in queries]  # "index >= t" reaches o at t = [0], not at [1]
     while any(b - a > 1 for a, b in lo + hi):
         tl = [(a + b) // 2 for a, b in lo]
         th = [(a + b) // 2 for a, b in hi]
-        x = torch.zeros(2 * n, s.c, s.h, s.w, dtype=torch.float32)
+        x = torch.zeros(2 * n + 1, s.c, s.h, s.w, dtype=torch.float32)  # image 2n: the base
         for k, (_, axis, _) in enumerate(queries):
             for img, part in ((k, slice(0, tl[k])), (n + k, slice(th[k], None))):
                 if axis == "x":
@@ -98,7 +100,7 @@ def _support(net: darkcfg.Network, queries: list[Query], *, bias: float = 0.0
                     x[img, :, part, :] = 1
         got = values(x)
         for k in range(n):
-            changed = (got[k] != base[k]).any(1)
+            changed = (got[k] != got[k][2 * n]).any(1)
             lo[k][1 if changed[k] else 0] = tl[k]
             hi[k][0 if changed[n + k] else 1] = th[k]
     return [(a[1] - 1, b[0]) for a, b in zip(lo, hi)]
