@@ -89,6 +89,12 @@ class Activation(nn.Module):
         return self.name
 
 
+# The training package's batch norm (Darknet's statistics, rolling factors and backward), used by
+# every BatchNorm module in train mode while a trainer runs a pass; None: torch's own.
+TRAIN_BATCHNORM: ContextVar[Callable[[nn.Module, Tensor], Tensor] | None] = ContextVar(
+    "darkcfg_train_batchnorm", default=None)
+
+
 class _NoBatchCount:
     """Darknet keeps no batch counter: no `num_batches_tracked` buffer or state_dict key.
 
@@ -99,6 +105,10 @@ class _NoBatchCount:
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, *args) -> None:
         state_dict.pop(prefix + "num_batches_tracked", None)
         super()._load_from_state_dict(state_dict, prefix, {**local_metadata, "version": 2}, *args)
+
+    def forward(self, x: Tensor) -> Tensor:
+        train_bn = TRAIN_BATCHNORM.get() if self.training else None
+        return super().forward(x) if train_bn is None else train_bn(self, x)
 
 
 class BatchNorm2d(_NoBatchCount, nn.BatchNorm2d):

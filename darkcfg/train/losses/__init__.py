@@ -2,6 +2,10 @@
 
 from .base import (Loss, LossContext, LossFactory, LossOutput, Targets, loss_factory, losses,
                    register_loss, registered_losses)
+from . import classifier  # noqa: F401  (registers [softmax] and [cost])
+from . import gaussian_yolo  # noqa: F401  (registers [Gaussian_yolo])
+from . import region  # noqa: F401  (registers [region])
+from . import detection  # noqa: F401  (registers [detection])
 
 __all__ = ["Loss", "LossContext", "LossFactory", "LossOutput", "Targets", "register_loss",
            "loss_factory", "registered_losses", "losses"]

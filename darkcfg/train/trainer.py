@@ -1,0 +1,184 @@
+"""darkcfg.Trainer: one call of :meth:`Trainer.step` is one iteration of Darknet's training.
+
+train_network (network.c:402-472): the `[net] batch` images of an iteration go through
+`subdivisions` forward/backward passes of batch/subdivisions images each, `seen` advancing before
+each pass; gradients accumulate, and one update follows with the rate of batch_num = seen/batch.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from ..errors import CfgError
+from ..weights import WeightsHeader
+from .config import LayerTrainOptions, NetTrainOptions, read_train_options
+from .engine import TRAIN_LAYER_TYPES, Engine
+from .losses import Loss, LossContext, Targets, loss_factory
+from .optim import DarknetSGD
+from .sections import section_options
+from .semantics import Semantics, semantics
+
+__all__ = ["Trainer", "TrainingError"]
+
+# Recurrent layers train through time steps (Darknet's time_steps), which the trainer does not do.
+_UNTRAINABLE = ("rnn", "gru", "lstm", "crnn", "conv_lstm", "history", "contrastive")
+
+
+class TrainingError(CfgError):
+    """Training cannot go on (a NaN loss): names the iteration and the first layer affected."""
+
+
+class Trainer:
+    """Darknet's training iteration for a darkcfg model; every hyper-parameter from `[net]`.
+
+    `darknet`: "gpu" (default) follows Darknet's CUDA/cuDNN build, which people train with;
+    "cpu" reproduces the CPU build, training bugs included (see darkcfg.train.semantics).
+    Switches of :class:`~darkcfg.train.semantics.Semantics` can be overridden by keyword.
+    The trainer runs where the model's parameters are (CPU or CUDA)."""
+
+    def __init__(self, model: nn.Module, *, darknet: str | Semantics = "gpu",
+                 **switches: object) -> None:
+        self.model = model
+        self.network = model.network
+        self.semantics = semantics(darknet, **switches)
+        self.options, self.layer_options = read_train_options(self.network)
+        self._check_trainable()
+        self.losses = self._make_losses()
+        self.engine = Engine(model, self.semantics, self.layer_options, self.losses)
+        self.optimizer = DarknetSGD(self._param_groups(), momentum=self.options.momentum,
+                                    decay=self.options.decay,
+                                    adam=self.options.adam and self.semantics.adam,
+                                    b1=self.options.b1, b2=self.options.b2, eps=self.options.eps)
+        header = getattr(model, "weights_header", None)
+        self.seen = header.seen if header is not None else 0
+        self.iteration = self.seen // self.options.batch
+        self.last_costs: list[float] = []
+
+    # -- set-up -----------------------------------------------------------------------------------
+    def _check_trainable(self) -> None:
+        for spec in self.network.layers:
+            if spec.type in _UNTRAINABLE:
+                raise CfgError(f"training [{spec.header}] layers is not supported", spec.loc)
+
+    def _make_losses(self) -> dict[int, Loss]:
+        _, opts = section_options(self.network)
+        made = {}
+        for spec in self.network.layers:
+            factory = loss_factory(spec.type)
+            if factory is not None:
+                made[spec.index] = factory(spec, opts[spec.index], self.network)
+        if not made:
+            raise CfgError("the cfg has no layer that computes a loss ([yolo], [region], "
+                           "[detection], [Gaussian_yolo], [softmax] or [cost])",
+                           self.network.net.loc)
+        return made
+
+    def _param_groups(self) -> list[dict]:
+        """One group per updated layer and kind: weights (with decay), biases and BN scales."""
+        groups: list[dict] = []
+        seen: set[int] = set()
+        for spec in self.network.layers:
+            if not self._updates(spec.index):
+                continue
+            scale = self.layer_options[spec.index].learning_rate_scale
+            decayed, plain = [], []
+            for module in self.model.layers[spec.index].modules():
+                for name, p in module.named_parameters(recurse=False):
+                    if id(p) in seen or not p.requires_grad:
+                        continue
+                    seen.add(id(p))
+                    is_bn = isinstance(module, nn.modules.batchnorm._BatchNorm)
+                    (plain if is_bn or name == "bias" else decayed).append(p)
+            for params, decay in ((decayed, True), (plain, False)):
+                if params:
+                    groups.append(dict(params=params, lr_scale=scale, decay=decay,
+                                       layer=spec.index))
+        return groups
+
+    def _updates(self, i: int) -> bool:
+        """update_network (network.c:293-305): only layers with l.train, not frozen."""
+        return self.network.layers[i].type in TRAIN_LAYER_TYPES and i >= self.engine.frozen
+
+    # -- the iteration ----------------------------------------------------------------------------
+    def learning_rate(self, iteration: int) -> float:
+        """The rate Darknet uses for the update that ends iteration `iteration` (0-based): that of
+        batch_num = iteration + 1, since `seen` already counts the iteration's images."""
+        return self.options.schedule.rate(iteration + 1)
+
+    @property
+    def net_options(self) -> NetTrainOptions:
+        return self.options
+
+    def step(self, images: Tensor, targets: Targets) -> float:
+        """One Darknet iteration over the whole `[net] batch`; returns Darknet's reported loss."""
+        o = self.options
+        self._check_images(images)
+        self._check_targets(targets)
+        self.model.train()
+        mb = o.mini_batch
+        total = 0.0
+        costs_sum: list[float] = []
+        device = self._device()
+        for s in range(o.subdivisions):
+            x = images[s * mb:(s + 1) * mb].to(device)
+            t = self._slice_targets(targets, s * mb, (s + 1) * mb, device)
+            self.seen += mb
+            ctx = LossContext(self.network.net.width, self.network.net.height, self.seen,
+                              self.iteration, o.max_batches, self.semantics.name)
+            costs = self.engine.forward(x, t, ctx)
+            self.engine.backward(self.iteration)
+            values = [float(c) for c in costs]
+            costs_sum = values if not costs_sum else [a + b for a, b in zip(costs_sum, values)]
+            total += float(np.float32(sum(values)) / np.float32(len(values)))
+        loss = float(np.float32(total) / np.float32(o.subdivisions * mb))
+        if not math.isfinite(loss):
+            self._raise_nan(loss)
+        self.iteration += 1
+        rate = self.options.schedule.rate(self.seen // o.batch)
+        self.optimizer.step(rate=rate, batch=o.batch)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.last_costs = costs_sum
+        self.model.weights_header = WeightsHeader(0, 2, 5, self.iteration * o.batch)
+        return loss
+
+    def _device(self) -> torch.device:
+        for p in self.model.parameters():
+            return p.device
+        return torch.device("cpu")
+
+    # -- checks -----------------------------------------------------------------------------------
+    def _check_images(self, images: Tensor) -> None:
+        o, net = self.options, self.network.net
+        want = (o.batch, *net.input_shape.__dict__.values())
+        shape = tuple(images.shape) if isinstance(images, Tensor) else None
+        if shape != want:
+            raise CfgError(f"images must be a ({', '.join(map(str, want))}) tensor (the cfg's "
+                           f"batch={o.batch}, channels, height, width), got "
+                           f"{shape if shape is not None else type(images).__name__}", net.loc)
+
+    def _check_targets(self, targets: Targets) -> None:
+        n = len(targets) if not isinstance(targets, Tensor) else targets.shape[0]
+        if n != self.options.batch:
+            raise CfgError(f"targets hold {n} images, the cfg's batch={self.options.batch} "
+                           f"needs {self.options.batch}", self.network.net.loc)
+
+    @staticmethod
+    def _slice_targets(targets: Targets, start: int, stop: int, device: torch.device) -> Targets:
+        if isinstance(targets, Tensor):
+            return targets[start:stop].to(device)
+        return [torch.as_tensor(t, dtype=torch.float32).to(device)
+                for t in targets[start:stop]]
+
+    def _raise_nan(self, loss: float) -> None:
+        first = next((i for i, d in enumerate(self.engine.deltas)
+                      if d is not None and not torch.isfinite(d).all()), None)
+        where = f"; the first layer with a non-finite delta is layer {first}" \
+            if first is not None else ""
+        spec = self.network.layers[first] if first is not None else None
+        raise TrainingError(f"the loss became {loss} in iteration {self.iteration}{where}",
+                            spec.loc if spec is not None else self.network.net.loc)
