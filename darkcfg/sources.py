@@ -120,7 +120,7 @@ def open_image(path: str | os.PathLike) -> Image.Image:
 def _reason(exc: BaseException) -> str:
     """A short reason for a file error, without the path the message already names."""
     if isinstance(exc, FileNotFoundError):
-        return "no such file or folder"
+        return "no such file"
     if isinstance(exc, IsADirectoryError):
         return "it is a folder"
     if isinstance(exc, NotADirectoryError):

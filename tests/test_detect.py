@@ -604,10 +604,10 @@ def test_cli_detect_prints_darknets_lines_and_writes_the_picture(capsys, tmp_pat
     code, out, _ = _cli(capsys, "detect", str(root / "yolov3-tiny.cfg"),
                         str(root / "yolov3-tiny.weights"), str(np_path), "--json",
                         "--thresh", "0.5")
-    rows = json.loads(out)
-    assert [r["name"] for r in rows] == [None, None, None]  # no --names: dog, car, truck by id
-    assert [r["class_id"] for r in rows] == [16, 2, 7]
-    assert rows[0]["left_x"] == 124 and rows[0]["prob"] == pytest.approx(0.80656, abs=1e-4)
+    rows = json.loads(out)[0]["objects"]  # Darknet's -out layout (tests/test_detect_cli.py)
+    assert [r["name"] for r in rows] == [None, None, None]  # no --names: dog, truck, car by id
+    assert [r["class_id"] for r in rows] == [16, 7, 2]  # Darknet's array order, not left to right
+    assert rows[0]["confidence"] == pytest.approx(0.80656, abs=1e-4)
 
 
 def test_cli_detect_errors_are_one_line(capsys, tmp_path) -> None:

@@ -1,17 +1,40 @@
-"""`darkcfg detect`: Darknet's `detector test` on one image."""
+"""`darkcfg detect`: Darknet's `detector test` on one image, several, a folder or a list file.
+
+The model loads once; :mod:`darkcfg.sources` turns the arguments into image paths and `--out`
+is checked before it loads, so a typo costs no start-up. One image (one path argument) prints
+exactly its lines and fails as a whole; with several, each image prints under its path, and one
+that cannot be read is reported on one line while the others still run (exit status 1).
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
 
-HELP = "detect objects in an image as Darknet's `detector test` does; print one line per detection"
+from ._weights import add_load_arguments, load_kwargs
+
+if TYPE_CHECKING:
+    from ..detection import Detection
+
+HELP = ("detect objects in images as Darknet's `detector test` does; print one line per "
+        "detection")
+
+# Darknet's detection_to_json writes a class only above this probability (on top of --thresh).
+_JSON_MIN_PROB = 0.005
 
 
 def add_arguments(d: argparse.ArgumentParser) -> None:
-    d.add_argument("cfg")
-    d.add_argument("weights")
-    d.add_argument("image")
-    d.add_argument("--names", help="class names file (e.g. coco.names); default: class numbers")
+    d.add_argument("cfg", help="the network's Darknet .cfg file")
+    d.add_argument("weights", help="its weights: a Darknet .weights file, .safetensors, .pt or .pth")
+    d.add_argument("images", nargs="+", metavar="IMAGE",
+                   help="an image; a folder (its images, sorted by name); a list file (.txt or "
+                        ".list: one image path per line, relative to the current directory, as "
+                        "Darknet reads them); or - to read that list from standard input")
+    d.add_argument("--names", help="class names file (e.g. coco.names), one line per class; "
+                                   "default: class numbers")
     d.add_argument("--thresh", type=float, default=0.25, help="probability threshold (0.25)")
     d.add_argument("--hier-thresh", type=float, default=0.5,
                    help="yolo9000 tree threshold (0.5, which Darknet hard-codes)")
@@ -22,29 +45,150 @@ def add_arguments(d: argparse.ArgumentParser) -> None:
                      help="letterbox the image (default: the cfg's [net] letter_box)")
     box.add_argument("--no-letterbox", dest="letterbox", action="store_false",
                      help="plain resize even if the cfg asks for letter_box")
-    d.add_argument("--out", help="write the image with boxes and labels drawn to this file")
-    d.add_argument("--json", action="store_true", help="print the detections as JSON")
+    d.add_argument("--out", help="write the image with boxes and labels drawn to this file; for "
+                                 "several images (or a folder or list), to this existing folder, "
+                                 "each named after its input")
+    d.add_argument("--json", action="store_true",
+                   help="print one JSON document for all images in Darknet's `-out` layout: per "
+                        "image frame_id, filename and objects (class_id, name, "
+                        "relative_coordinates, confidence)")
+    add_load_arguments(d)
 
 
 def run(args: argparse.Namespace) -> int:
-    import json
-
-    from ..detection import detect, nms_settings, read_names
-    from ..image import draw_detections, to_pil
+    from ..detection import check_names, detect, nms_settings
+    from ..image import draw_detections
     from ..model import load
+    from ..sources import SourceError, expand, names_one_image, open_image
 
-    model = load(args.cfg, args.weights)
-    names = read_names(args.names) if args.names else None
-    image = to_pil(args.image)
-    found = detect(model, image, thresh=args.thresh, nms=args.nms, letterbox=args.letterbox,
-                   hier_thresh=args.hier_thresh, names=names)
+    single = names_one_image(args.images)
+    images = expand(args.images)
+    outs = out_paths(images, args.out, single=single) if args.out else [None] * len(images)
+    model = load(args.cfg, args.weights, **load_kwargs(args))
+    names = check_names(args.names, model) if args.names else None
+    classes = nms_settings(model.network).classes  # Darknet colours by its NMS layer's count
+    frames, failed = [], 0
+    for frame_id, (path, out) in enumerate(zip(images, outs), 1):
+        try:
+            image = open_image(path)
+            found = detect(model, image, thresh=args.thresh, nms=args.nms,
+                           letterbox=args.letterbox, hier_thresh=args.hier_thresh, names=names)
+            if out is not None:
+                _save(draw_detections(image, found, classes=classes), out)
+        except SourceError as exc:
+            if single:
+                raise
+            print(f"darkcfg: error: {exc}", file=sys.stderr)
+            failed += 1
+            continue
+        if args.json:
+            frames.append(darknet_frame(frame_id, str(path), found))
+        else:
+            _print_lines(found, None if single else path)
     if args.json:
-        rows = [" " + json.dumps(d.as_dict()) for d in found]  # one detection per line
-        print("[\n" + ",\n".join(rows) + "\n]" if rows else "[]")
+        print(format_frames(frames))
+    return 1 if failed else 0
+
+
+def _print_lines(found: list[Detection], header: Path | None) -> None:
+    if header is not None:
+        print(f"{header}:")
+    for d in found:
+        print(d)
+
+
+def _save(picture, out: Path) -> None:
+    from ..sources import SourceError
+
+    try:
+        picture.save(out)
+    except (OSError, ValueError) as exc:
+        raise SourceError(f"cannot write {out}: {exc}") from None
+
+
+# --- --out -------------------------------------------------------------------------------------
+
+def out_paths(images: list[Path], out: str, *, single: bool) -> list[Path]:
+    """Where each drawn image goes, checked before the model loads. One image: the file `out`
+    (its folder must exist, Pillow must know its suffix) or, if `out` is a folder, the input's
+    name in it. Several: the input's name in the folder `out`, which must exist (`.png` is added
+    to a name whose suffix Pillow cannot write). Two images drawn to one file, or a drawing that
+    would overwrite its input, are errors."""
+    from ..sources import SourceError
+
+    target = Path(out)
+    if single and not target.is_dir():
+        _check_suffix(target, out)
+        if not target.parent.is_dir():
+            raise SourceError(f"--out {out}: folder {target.parent} does not exist")
+        paths = [target]
+    elif not target.is_dir():
+        what = "not a folder" if target.exists() else "no such folder"
+        raise SourceError(f"--out {out}: {what} (with several images, --out is an existing "
+                          f"folder)")
     else:
-        for d in found:
-            print(d)
-    if args.out:
-        classes = nms_settings(model.network).classes  # Darknet colours by its NMS layer's
-        draw_detections(image, found, classes=classes).save(args.out)
-    return 0
+        paths = [target / (p.name if _writable(p.suffix) else p.name + ".png") for p in images]
+    _check_distinct(images, paths, out)
+    return paths
+
+
+def _writable(suffix: str) -> bool:
+    from PIL import Image
+
+    return Image.registered_extensions().get(suffix.lower()) in Image.SAVE
+
+
+def _check_suffix(target: Path, out: str) -> None:
+    from ..sources import SourceError
+
+    if not target.suffix:
+        raise SourceError(f"--out {out}: no image suffix (e.g. .jpg, .png) and not a folder")
+    if not _writable(target.suffix):
+        raise SourceError(f"--out {out}: Pillow cannot write images with suffix "
+                          f"'{target.suffix}' (e.g. .jpg, .png)")
+
+
+def _check_distinct(images: list[Path], paths: list[Path], out: str) -> None:
+    from ..sources import SourceError
+
+    seen: dict[Path, Path] = {}
+    for image, path in zip(images, paths):
+        key = path.resolve()
+        if key in seen and seen[key] != image:
+            raise SourceError(f"--out {out}: {seen[key]} and {image} would both be drawn to "
+                              f"{path}")
+        seen[key] = image
+        if image.exists() and key == image.resolve():
+            raise SourceError(f"--out {out}: drawing {image} there would overwrite it")
+
+
+# --- --json ------------------------------------------------------------------------------------
+
+def darknet_frame(frame_id: int, filename: str, found: list[Detection]) -> dict:
+    """One image as Darknet's `detection_to_json` writes it for ``detector test -out``: objects in
+    Darknet's detection order (object, then class id), classes above 0.005 only."""
+    import numpy as np
+
+    floor = np.float32(_JSON_MIN_PROB)
+    rows = sorted((d for d in found if np.float32(d.prob) > floor),
+                  key=lambda d: (d.index, d.class_id))
+    return {"frame_id": frame_id, "filename": filename, "objects": [_object(d) for d in rows]}
+
+
+def _object(d: Detection) -> dict:
+    x, y, w, h = d.bbox
+    return {"class_id": d.class_id, "name": d.name,
+            "relative_coordinates": {"center_x": x, "center_y": y, "width": w, "height": h},
+            "confidence": d.prob}
+
+
+def format_frames(frames: list[dict]) -> str:
+    """The frames as one JSON array, one object per line (grep- and diff-friendly)."""
+    if not frames:
+        return "[]"
+    parts = []
+    for f in frames:
+        head = f' {{"frame_id": {f["frame_id"]}, "filename": {json.dumps(f["filename"])}, '
+        objects = ",\n".join("  " + json.dumps(o) for o in f["objects"])
+        parts.append(f'{head}"objects": [\n{objects}\n ]}}' if objects else f'{head}"objects": []}}')
+    return "[\n" + ",\n".join(parts) + "\n]"
