@@ -22,7 +22,7 @@ from .graph import NETWORK_INPUT, Network, parse
 from .layers import builder_for
 from .layers._common import deferred_init
 from .limits import Limits
-from .weights import LoadReport, WeightsHeader, load_weights, save_weights
+from .weights import DEFAULT_VERSION, LoadReport, WeightsHeader, load_weights, save_weights
 
 __all__ = ["DarknetModel", "build", "load"]
 
@@ -270,25 +270,86 @@ def build(net_or_path: Network | str | os.PathLike, out_indices: Sequence[int] |
 
 def load(cfg: Network | str | os.PathLike, weights: str | os.PathLike | None = None, *,
          out_indices: Sequence[int] | None = None, strict: bool = True,
+         cutoff: int | None = None, weights_cfg: Network | str | os.PathLike | None = None,
          **parse_overrides: int | Limits | None) -> DarknetModel:
-    """Build a model and, when given, load its weights: a Darknet .weights file, or a
-    .safetensors / .pt / .pth checkpoint (see :mod:`darkcfg.checkpoint`), chosen by suffix.
+    """Build a model and, when given, load its weights; the model is in eval mode.
 
-    Layers the file does not reach (strict=False with a shorter file) keep Darknet's random
-    initialisation, as in Darknet; nothing is initialised twice."""
+    Layers the file does not fill keep Darknet's random initialisation, as in Darknet (nothing
+    is initialised twice); ``model.last_load`` (a :class:`~darkcfg.weights.LoadReport`) lists
+    them in ``initialised``.
+
+    Args:
+        cfg: a cfg path, cfg text, or a parsed :class:`Network`.
+        weights: a Darknet .weights file (any name, e.g. ``yolov4.conv.137``), or a
+            .safetensors / .pt / .pth checkpoint (by suffix; see :mod:`darkcfg.checkpoint`).
+            None: Darknet's random initialisation.
+        out_indices: the layers ``model(x)`` returns (default: the network's outputs).
+        strict: the file must fit the cfg exactly. ``strict=False`` also loads the prefix of a
+            longer file (a detector's weights into its backbone cfg, with a warning) and a
+            partial file that ends on a layer boundary (Darknet's ``partial`` output); a file
+            whose sizes or negative BN variances show that its values do not line up with the
+            cfg's layers is refused either way. For a checkpoint: tensors it lacks keep
+            Darknet's initialisation, tensors the model lacks are ignored.
+        cutoff: load only layers ``0..cutoff-1`` (Darknet's ``load_weights_upto``); the file
+            may be exactly those layers, or this cfg's full file.
+        weights_cfg: the cfg the file was saved with, when it is not `cfg` (e.g. another class
+            count): the file is read with it (at its own [net] size) and every layer whose type
+            and tensor shapes match `cfg`'s layer of the same index is copied; the others keep
+            Darknet's initialisation and are listed in ``model.last_load.initialised``.
+        **parse_overrides: ``width``, ``height``, ``channels`` (override [net]) and ``limits``.
+    """
     if weights is None:
+        if cutoff is not None or weights_cfg is not None:
+            raise ValueError("cutoff and weights_cfg apply to a weights file; none was given")
         return build(cfg, out_indices, **parse_overrides)
+    if weights_cfg is not None:
+        return _load_transferred(cfg, weights, weights_cfg, out_indices, strict, cutoff,
+                                 parse_overrides)
     from .checkpoint import is_checkpoint, load_checkpoint
 
     if is_checkpoint(weights):  # .safetensors / .pt / .pth by suffix
+        if cutoff is not None:  # the checkpoint's layers < cutoff into a fresh model
+            return _load_transferred(cfg, weights, cfg, out_indices, strict, cutoff,
+                                     parse_overrides)
         # strict: the file fills every tensor; strict=False: what it lacks keeps Darknet's init
         model = build(cfg, out_indices, init=not strict, **parse_overrides)
         load_checkpoint(model, weights, strict=strict)
         return model
     model = build(cfg, out_indices, init=False, **parse_overrides)
-    report = model.load_darknet_weights(weights, strict=strict)
-    # Layers the file did not fill (dontload=1) keep Darknet's random init; share_index layers
-    # use their owner's tensors, which the file did fill.
-    model.init_weights(i for i, spec in enumerate(model.network)
-                       if (i >= report.layers_loaded or not spec.segments) and not spec.params)
+    report = model.load_darknet_weights(weights, strict=strict, cutoff=cutoff)
+    # Layers the file did not fill (cutoff, a partial file, dontload=1) get Darknet's random
+    # init; share_index layers use their owner's tensors.
+    model.init_weights(report.initialised)
+    return model
+
+
+def _load_transferred(cfg, weights, weights_cfg, out_indices, strict: bool,
+                      cutoff: int | None, parse_overrides: dict) -> DarknetModel:
+    """Read `weights` with `weights_cfg`, then copy each layer whose shapes match into a model
+    of `cfg` (see :mod:`darkcfg.transfer`); the other layers get Darknet's initialisation."""
+    from dataclasses import replace
+
+    from .checkpoint import is_checkpoint, load_checkpoint
+    from .transfer import transfer
+
+    same = weights_cfg is cfg  # a checkpoint under a cutoff
+    own = parse_overrides if same else {"limits": parse_overrides.get("limits")}
+    if is_checkpoint(weights):
+        source = build(weights_cfg, init=not strict, **own)
+        ckpt = load_checkpoint(source, weights, strict=strict)
+        unfilled = set(ckpt.missing_layers)
+        header = ckpt.header or WeightsHeader(*DEFAULT_VERSION, seen=0)
+        report = LoadReport(str(weights), header, len(source.network), ckpt.values_loaded, 0)
+    else:
+        source = load(weights_cfg, weights, strict=strict, cutoff=cutoff, **own)
+        report = source.last_load
+        unfilled = set(report.initialised)
+    stop = len(source.network) if cutoff is None else cutoff
+    filled = {i for i in range(min(stop, len(source.network))) if i not in unfilled}
+    model = build(cfg, out_indices, init=False, **parse_overrides)
+    left = transfer(source, model, filled)
+    model.init_weights(left)
+    model.weights_header = source.weights_header or report.header
+    name = None if same else (source.network.path or "<cfg text>")
+    model.last_load = replace(report, initialised=left, weights_cfg=name)
     return model

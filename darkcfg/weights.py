@@ -7,13 +7,19 @@ once into one buffer, every target tensor is checked, and only then do the param
 of that buffer, so a failed load changes nothing. NaN/Inf values and negative BN variances (the
 usual sign of a file for another cfg) load as Darknet would load them, with a warning naming the
 layer.
+
+Sizes tell a partial file (one that ends on a layer boundary, like Darknet's yolov4.conv.137)
+from a misaligned one: a file that would fit if the layers before the detection heads had another
+class count (or one such layer other filters) is refused, naming the layers, and a load that is
+not an exact fit (a prefix, a partial file) is refused when a BN variance comes out negative.
+`FitError`s carry their advice as a template, so the command line can name its own flags.
 """
 
 from __future__ import annotations
 
 import os
 import stat
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -25,7 +31,8 @@ from .errors import Location, WeightsError, warn_at, warning_budget
 from .graph import LayerSpec, Network, Segment
 from .limits import DEFAULT_LIMITS
 
-__all__ = ["WeightsHeader", "LoadReport", "read_header", "load_weights", "save_weights"]
+__all__ = ["WeightsHeader", "LoadReport", "FitError", "API_SPELLING", "read_header",
+           "load_weights", "save_weights", "describe_layers"]
 
 DEFAULT_VERSION = (0, 2, 5)
 
@@ -56,13 +63,49 @@ class WeightsHeader:
 
 @dataclass(frozen=True)
 class LoadReport:
-    """What a load did: header, layers loaded, floats read, floats left unread (strict=False)."""
+    """What a load did: header, layers loaded (layers 0..layers_loaded-1 of the file's cfg), floats
+    read, floats left unread; `initialised`: the layers with weights that the file did not fill
+    (a partial file, `cutoff`, `dontload=1`, or with `weights_cfg` the layers whose shapes differ),
+    which keep Darknet's initialisation; `weights_cfg`: the cfg the file was read with, when it is
+    not the model's."""
 
     path: str
     header: WeightsHeader
     layers_loaded: int
     floats_read: int
     floats_left: int
+    initialised: tuple[int, ...] = ()
+    weights_cfg: str | None = None
+
+
+# How a FitError's advice names the options: the Python API's spelling (the CLI has its own).
+API_SPELLING = {"weights_cfg": "weights_cfg=", "cutoff": "cutoff=", "strict": "strict=False"}
+
+
+class FitError(WeightsError):
+    """A weights file that does not fit the cfg. `problem` says what is wrong; `hint` is the
+    advice, a template naming options as {weights_cfg}, {cutoff} and {strict}: the message renders
+    it with :data:`API_SPELLING`, the command line with its flags (:meth:`render`)."""
+
+    def __init__(self, problem: str, hint: str, loc: Location) -> None:
+        self.problem = problem
+        self.hint = hint
+        super().__init__(f"{problem}; {hint.format_map(API_SPELLING)}", loc)
+
+    def render(self, spelling: Mapping[str, str]) -> str:
+        """The message (with its location) with the advice naming options as `spelling` does."""
+        return str(WeightsError(f"{self.problem}; {self.hint.format_map(spelling)}", self.loc))
+
+
+def describe_layers(indices: tuple[int, ...] | list[int]) -> str:
+    """`15, 17-19, 22`: layer indices with runs shortened."""
+    runs: list[list[int]] = []
+    for i in indices:
+        if runs and i == runs[-1][1] + 1:
+            runs[-1][1] = i
+        else:
+            runs.append([i, i])
+    return ", ".join(str(a) if a == b else f"{a}-{b}" for a, b in runs)
 
 
 # Darknet writes 0.2.5 (older files 0.1.0; a major or minor above 1000 flags transposed
@@ -127,39 +170,192 @@ def _open(fh, path: str) -> _Source:
 def _stop(network: Network, cutoff: int | None) -> int:
     """Number of layers a load or save covers: all, or those below `cutoff`."""
     n = len(network.layers)
-    return n if cutoff is None else max(0, min(cutoff, n))
+    if cutoff is None:
+        return n
+    if cutoff < 0:
+        raise ValueError(f"cutoff must be 0 or more (the number of layers to load), got {cutoff}")
+    return min(cutoff, n)
 
 
 def _layer_desc(spec: LayerSpec) -> str:
     return f"layer {spec.index} ([{spec.header}] at line {spec.loc.line})"
 
 
-def _check_counts(network: Network, stop: int, src: _Source, strict: bool, loc: Location) -> int:
-    """How many floats the load reads; every size mismatch is found here, before any is read."""
-    total = sum(spec.weight_count for spec in network.layers[:stop])
-    if src.floats == 0 and total:
-        first = next(s for s in network.layers[:stop] if s.weight_count)
+def _span(first: int, last: int) -> str:
+    return f"layer {first}" if first == last else f"layers {first}-{last}"
+
+
+def _and(items: list[str]) -> str:
+    return items[0] if len(items) == 1 else f"{', '.join(items[:-1])} and {items[-1]}"
+
+
+# -- which layers' shapes follow the class count --------------------------------------------------
+# head type -> its input channels per class (anchors); a [softmax]'s input has one per class
+_PER_CLASS = {"yolo": lambda o: len(o.mask), "Gaussian_yolo": lambda o: len(o.mask),
+              "region": lambda o: o.num, "detection": lambda o: o.side * o.side,
+              "softmax": lambda o: 1}
+# layers between a head and its weighted input that keep the channels and have no weights
+_PASS_THROUGH = ("avgpool", "dropout", "activation", "maxpool")
+
+
+@dataclass(frozen=True)
+class _ClassLayer:
+    """A conv or connected layer whose filters follow the class count of the head it feeds."""
+
+    spec: LayerSpec
+    head: LayerSpec  # [yolo], [Gaussian_yolo], [region], [detection] or [softmax]
+    per_class: int  # filters per class
+    per_filter: int  # floats per filter
+    filters: int
+
+    @property
+    def classes(self) -> int | None:
+        return getattr(self.head.options, "classes", None)
+
+
+def _class_layers(network: Network) -> list[_ClassLayer]:
+    """The weighted layers right before each detection head (or [softmax]) whose only consumers
+    have no weights, so a class count change changes their filters and nothing else."""
+    weighted_consumer = {j for spec in network for j in spec.inputs if spec.segments}
+    found: dict[int, _ClassLayer] = {}
+    for head in network:
+        per_class = _PER_CLASS.get(head.type)
+        if per_class is None or len(head.inputs) != 1:
+            continue
+        k = head.inputs[0]
+        while k >= 0 and network[k].type in _PASS_THROUGH and len(network[k].inputs) == 1:
+            k = network[k].inputs[0]
+        if k < 0 or k in weighted_consumer or k in found:
+            continue
+        spec = network[k]
+        filters = {"convolutional": spec.out_shape.c,
+                   "connected": getattr(spec.options, "outputs", 0)}.get(spec.type, 0)
+        if not filters or not spec.segments or spec.params or spec.weight_count % filters:
+            continue
+        found[k] = _ClassLayer(spec, head, per_class(head.options), spec.weight_count // filters,
+                               filters)
+    return list(found.values())
+
+
+@dataclass(frozen=True)
+class _Explained:
+    """The file fits the cfg if the layers from `first` on had the shapes `text` names."""
+
+    first: int
+    text: str
+
+
+def _changes_text(changes: list[tuple[_ClassLayer, int]]) -> str:
+    """`classes=80 instead of 3 in [yolo] layers 16 and 23 (filters=255 instead of 24 in layers
+    15 and 22)`, or per layer `filters=X instead of Y in layer k ([convolutional] at line L)`."""
+    heads = [g for g, _ in changes if g.classes is not None]
+    deltas = {d for _, d in changes}
+    if len(heads) == len(changes) and len(deltas) == 1 and len({g.classes for g in heads}) == 1:
+        d = deltas.pop()
+        old = heads[0].classes
+        kinds = {g.head.header for g in heads}
+        named = f"[{kinds.pop()}] " if len(kinds) == 1 else ""
+        noun = "layer" if len(heads) == 1 else "layers"
+        olds = {g.filters for g in heads}
+        news = {g.filters + d * g.per_class for g in heads}
+        convs = _and([str(g.spec.index) for g in heads])
+        filt = (f"filters={news.pop()} instead of {olds.pop()} in {noun} {convs}"
+                if len(olds) == len(news) == 1 else f"other filters in {noun} {convs}")
+        return (f"it fits with classes={old + d} instead of {old} in {named}{noun} "
+                f"{_and([str(g.head.index) for g in heads])} ({filt})")
+    return "it fits with " + _and([f"filters={g.filters + d * g.per_class} instead of "
+                                   f"{g.filters} in {_layer_desc(g.spec)}" for g, d in changes])
+
+
+def _explain(network: Network, have: int, total: int) -> _Explained | None:
+    """Whether `have` floats would be this cfg's full file with another class count (the same
+    change in every head), or with other filters in one layer before a head."""
+    groups = _class_layers(network)
+    diff = have - total
+    if not groups or not diff:
+        return None
+
+    def valid(g: _ClassLayer, d: int) -> bool:
+        return g.filters + d * g.per_class > 0 and (g.classes is None or g.classes + d >= 1)
+
+    unit = sum(g.per_class * g.per_filter for g in groups)
+    if diff % unit == 0 and all(valid(g, diff // unit) for g in groups):
+        changes = [(g, diff // unit) for g in groups]
+    else:
+        changes = [next(((g, diff // (g.per_class * g.per_filter)) for g in groups
+                         if diff % (g.per_class * g.per_filter) == 0
+                         and valid(g, diff // (g.per_class * g.per_filter))), (None, 0))]
+        if changes[0][0] is None:
+            return None
+    first = min(g.spec.index for g, _ in changes)
+    return _Explained(first, _changes_text(changes))
+
+
+# -- how the file's floats map onto the cfg ---------------------------------------------------------
+@dataclass(frozen=True)
+class _Fit:
+    """Layers 0..loaded-1 are read, `floats` values. `aligned`: the sizes prove the file's
+    segments line up with this cfg's (an exact fit, this cfg's full file under a cutoff, or the
+    layers before those another class count explains); otherwise (a prefix of a longer file, a
+    partial file) a negative BN variance is taken as misalignment."""
+
+    loaded: int
+    floats: int
+    aligned: bool
+
+
+def _check_counts(network: Network, stop: int, src: _Source, strict: bool, loc: Location) -> _Fit:
+    """How the load maps the file onto layers < stop; every size mismatch is found here, before
+    any float is read."""
+    counts = [spec.weight_count for spec in network.layers]
+    cum = [0]
+    for c in counts:
+        cum.append(cum[-1] + c)
+    need, have = cum[stop], src.floats
+    if have == need:
+        return _Fit(stop, need, True)
+    explained = _explain(network, have, cum[-1])
+    if explained is not None:
+        first = explained.first
+        if stop <= first:  # this cfg's file, other shapes only from `first` on
+            return _Fit(stop, need, True)
+        cut = f", or with {{cutoff}}{first} to load {_span(0, first - 1)} only" if first else ""
+        raise FitError(
+            f"weights file does not fit this cfg: it has {have:,} floats, the cfg needs "
+            f"{cum[-1]:,}; {explained.text}",
+            f"load it with {{weights_cfg}}<the cfg it was saved with> to copy the layers whose "
+            f"shapes match (the others get Darknet's initialisation){cut}", loc)
+    if stop < len(counts) and have == cum[-1]:  # a cutoff into this cfg's full file
+        return _Fit(stop, need, True)
+    if have == 0:
+        first_spec = next(s for s in network.layers[:stop] if s.weight_count)
         h = src.header
         raise WeightsError(
             f"weights file holds only its {h.nbytes}-byte header (version {h.major}.{h.minor}."
-            f"{h.revision}, seen {h.seen}) and no weights; the cfg needs {total:,} floats, "
-            f"{_layer_desc(first)} the first {first.weight_count:,}", loc)
-    pos = 0
-    for spec in network.layers[:stop]:
-        need = spec.weight_count
-        if need > src.floats - pos:
+            f"{h.revision}, seen {h.seen}) and no weights; the cfg needs {need:,} floats, "
+            f"{_layer_desc(first_spec)} the first {first_spec.weight_count:,}", loc)
+    if have < need:
+        if have not in cum[:stop + 1]:
+            spec = network.layers[next(i for i in range(stop) if cum[i + 1] > have)]
+            pos = cum[spec.index]
             before = f" ({pos} read for layers 0-{spec.index - 1})" if spec.index else ""
             raise WeightsError(
-                f"weights file ends inside {_layer_desc(spec)}: it needs {need} floats, "
-                f"{src.floats - pos} are left{before}", loc)
-        pos += need
-    left = src.floats - pos
-    if left and strict:
-        raise WeightsError(
-            f"weights file has {left} floats left over after layer {stop - 1} "
-            f"({pos} of {src.floats} read): it does not fit this cfg; pass strict=False to load "
-            f"the first {pos} floats anyway", loc)
-    return pos
+                f"weights file ends inside {_layer_desc(spec)}: it needs {spec.weight_count} "
+                f"floats, {have - pos} are left{before}", loc)
+        last = max(i for i in range(stop) if cum[i + 1] == have and counts[i])
+        if strict:
+            raise FitError(
+                f"weights file ends after layer {last}: it holds the {have:,} floats of "
+                f"{_span(0, last)}, the cfg's {_span(0, stop - 1)} need {need:,}",
+                f"pass {{strict}} to load it as a partial file (the later layers keep Darknet's "
+                f"initialisation), or {{cutoff}}{last + 1}", loc)
+        return _Fit(last + 1, have, False)
+    if strict:
+        raise FitError(
+            f"weights file has {have - need} floats left over after layer {stop - 1} "
+            f"({need} of {have} read): it does not fit this cfg",
+            f"pass {{strict}} to load the first {need} floats anyway", loc)
+    return _Fit(stop, need, False)
 
 
 def _tensors(module: nn.Module) -> dict[str, torch.Tensor]:
@@ -262,6 +458,15 @@ def _warn_suspicious(spec: LayerSpec, floats: np.ndarray, start: int, path: str,
     if bad:
         warn_at(f"{_layer_desc(spec)}: {bad:,} of its {n:,} weights are NaN or infinite; loaded "
                 f"as they are, its outputs will be NaN", Location(path))
+    negative, total = _negative_variances(spec, floats, start)
+    if negative:
+        warn_at(f"{_layer_desc(spec)}: {negative:,} of its {total:,} BN variances are negative, "
+                f"which makes its outputs NaN (does the weights file belong to this cfg?)",
+                Location(path))
+
+
+def _negative_variances(spec: LayerSpec, floats: np.ndarray, start: int) -> tuple[int, int]:
+    """(negative, all) BN variances of the layer whose floats begin at `start`."""
     pos = start
     negative = total = 0
     for seg in spec.segments:
@@ -269,10 +474,36 @@ def _warn_suspicious(spec: LayerSpec, floats: np.ndarray, start: int, path: str,
             negative += int(np.count_nonzero(floats[pos:pos + seg.count] < 0))
             total += seg.count
         pos += seg.count
-    if negative:
-        warn_at(f"{_layer_desc(spec)}: {negative:,} of its {total:,} BN variances are negative, "
-                f"which makes its outputs NaN (does the weights file belong to this cfg?)",
-                Location(path))
+    return negative, total
+
+
+def _refuse_misaligned(network: Network, fit: _Fit, stop: int, floats: np.ndarray, have: int,
+                       loc: Location) -> None:
+    """A load the sizes do not prove aligned (a prefix, a partial file) with a negative BN
+    variance: the values are another cfg's, shifted; refuse before any parameter changes."""
+    start = 0
+    for spec in network.layers[:fit.loaded]:
+        negative, total = _negative_variances(spec, floats, start)
+        if negative:
+            if fit.loaded < stop:
+                what = f"it ends after layer {fit.loaded - 1} ({have:,} floats)"
+            else:
+                what = (f"this cfg's {_span(0, stop - 1)} use the first {fit.floats:,} of its "
+                        f"{have:,} floats")
+            raise FitError(
+                f"weights file does not fit this cfg: {what}, and {negative:,} of the {total:,} BN "
+                f"variances of {_layer_desc(spec)} come out negative, so its values do not line "
+                f"up with this cfg's layers at or before layer {spec.index}",
+                "load it with {weights_cfg}<the cfg it was saved with> to copy the layers whose "
+                "shapes match (the others get Darknet's initialisation)", loc)
+        start += spec.weight_count
+
+
+def _initialised(network: Network, layers: nn.ModuleList, loaded: int) -> tuple[int, ...]:
+    """Layers with tensors of their own that a load of layers < loaded does not fill."""
+    return tuple(spec.index for spec in network.layers
+                 if (spec.index >= loaded or not spec.segments) and not spec.params
+                 and next(iter(_tensors(layers[spec.index]).values()), None) is not None)
 
 
 @dataclass(frozen=True)
@@ -350,26 +581,35 @@ def load_weights(network: Network, layers: nn.ModuleList, path: str | os.PathLik
     try:
         with open(path, "rb") as fh:
             src = _open(fh, path)
-            pos = _check_counts(network, stop, src, strict, loc)
+            fit = _check_counts(network, stop, src, strict, loc)
+            pos, loaded = fit.floats, fit.loaded
             floats = np.empty(pos, "<f4")
             buffer = torch.from_numpy(floats)
-            got, finite, todo = _read(fh, floats, src.header.nbytes,
-                                      lambda: _plan(network, layers, stop, buffer, src.header, loc))
+            got, finite, todo = _read(fh, floats, src.header.nbytes, lambda: _plan(
+                network, layers, loaded, buffer, src.header, loc))
     except OSError as exc:
         raise WeightsError(f"cannot read weights file: {exc.strerror or exc}", loc) from None
     if got != pos:
         raise WeightsError(f"weights file changed while it was read ({got} of "
                            f"{pos} floats)", loc)
     header = src.header
-    if not finite or (todo.variances.size and bool((floats[todo.variances] < 0).any())):
+    negative = bool(todo.variances.size) and bool((floats[todo.variances] < 0).any())
+    if negative and not fit.aligned:
+        _refuse_misaligned(network, fit, stop, floats, src.floats, loc)
+    if not finite or negative:
         start = 0
         with warning_budget(DEFAULT_LIMITS.max_warnings):
-            for spec in network.layers[:stop]:
+            for spec in network.layers[:loaded]:
                 _warn_suspicious(spec, floats, start, path, finite)
                 start += spec.weight_count
     left = src.floats - pos
-    if left:
+    initialised = _initialised(network, layers, loaded)
+    if left and not fit.aligned:
         warn_at(f"loaded the first {pos} floats of {path}; {left} floats were left unread", None)
+    if loaded < stop:
+        missing = [i for i in initialised if i < stop]
+        warn_at(f"{path} ends after layer {loaded - 1} (a partial weights file): it has no weights "
+                f"for layers {describe_layers(missing)}", None)
     # The buffer holds exactly the floats used, so tensors become views of it (no second copy).
     with torch.no_grad():
         for target, values, alias in todo.pending:
@@ -380,7 +620,7 @@ def load_weights(network: Network, layers: nn.ModuleList, path: str | os.PathLik
                                         target, values.seg, header))
             else:
                 target.copy_(values)
-    return LoadReport(path, header, stop, pos, left)
+    return LoadReport(path, header, loaded, pos, left, initialised)
 
 
 def save_weights(network: Network, layers: nn.ModuleList, path: str | os.PathLike,
