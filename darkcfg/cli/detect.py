@@ -28,7 +28,8 @@ _JSON_MIN_PROB = 0.005
 
 def add_arguments(d: argparse.ArgumentParser) -> None:
     d.add_argument("cfg", help="the network's Darknet .cfg file")
-    d.add_argument("weights", help="its weights: a Darknet .weights file, .safetensors, .pt or .pth")
+    d.add_argument("weights",
+                   help="its weights: a Darknet .weights file, .safetensors, .pt or .pth")
     d.add_argument("images", nargs="+", metavar="IMAGE",
                    help="an image; a folder (its images, sorted by name); a list file (.txt or "
                         ".list: one image path per line, relative to the current directory, as "
@@ -190,5 +191,6 @@ def format_frames(frames: list[dict]) -> str:
     for f in frames:
         head = f' {{"frame_id": {f["frame_id"]}, "filename": {json.dumps(f["filename"])}, '
         objects = ",\n".join("  " + json.dumps(o) for o in f["objects"])
-        parts.append(f'{head}"objects": [\n{objects}\n ]}}' if objects else f'{head}"objects": []}}')
+        body = f"[\n{objects}\n ]" if objects else "[]"
+        parts.append(f'{head}"objects": {body}}}')
     return "[\n" + ",\n".join(parts) + "\n]"
