@@ -79,9 +79,11 @@ def _cudnn(bn: nn.Module, x: Tensor) -> Tensor:
                         momentum=0.01, eps=EPS)
 
 
-def train_batchnorm(kind: str, bias_learns: bool) -> Callable[[nn.Module, Tensor], Tensor]:
+def train_batchnorm(kind: str) -> Callable[[nn.Module, Tensor], Tensor]:
+    """The BN function of `Semantics.batchnorm`: "darknet" (the CPU build, no bias gradient) or
+    "cudnn"."""
     if kind == "darknet":
-        return lambda bn, x: _darknet(bn, x, bias_learns)
+        return lambda bn, x: _darknet(bn, x, bias_learns=False)
     if kind == "cudnn":
         return _cudnn
     raise ValueError(f"unknown batch norm kind {kind!r}")

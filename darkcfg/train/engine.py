@@ -52,6 +52,8 @@ _ASSIGNING = {"reorg": (ASSIGN,), "reorg3d": (ASSIGN,), "activation": (ASSIGN,),
 def input_delta_modes(spec: LayerSpec, semantics: Semantics) -> tuple[str, ...]:
     if spec.type == "convolutional":
         return (ADD if semantics.conv_input_delta_adds else ASSIGN,)
+    if spec.type == "sam" and semantics.sam_from_delta_adds:
+        return (ADD, ADD)
     modes = _ASSIGNING.get(spec.type, (ADD,))
     return tuple(modes[min(k, len(modes) - 1)] for k in range(len(spec.inputs)))
 
@@ -91,8 +93,14 @@ class Engine:
         self.frozen = self._frozen_prefix()
         self.modes = [input_delta_modes(s, semantics) for s in self.specs]
         self.deltas: list[Tensor | None] = [None] * len(self.specs)
-        self._bn = train_batchnorm(semantics.batchnorm, semantics.bn_bias_learns)
+        self._bn = train_batchnorm(semantics.batchnorm)
         self._records: list[_Record | None] = []
+        # trace=True keeps, from the last pass, each layer's train-mode output and its delta as
+        # Darknet's l.delta holds it after backward_network (in place transformed: a conv's is
+        # the gradient at its linear output, before BN and activation), for layer-by-layer checks.
+        self.trace = False
+        self.traced_outputs: dict[int, Tensor] = {}
+        self.traced_deltas: dict[int, Tensor] = {}
 
     def _frozen_prefix(self) -> int:
         """Layers before the last `stopbackward=1` are built as inference layers (parser.c:
@@ -113,6 +121,7 @@ class Engine:
         outputs: dict[int, Tensor] = {NETWORK_INPUT: x}
         records: list[_Record | None] = []
         costs: list[Tensor] = []
+        self.traced_outputs, self.traced_deltas = {}, {}
         token = TRAIN_BATCHNORM.set(self._bn)
         try:
             for i, spec in enumerate(self.specs):
@@ -125,6 +134,8 @@ class Engine:
                     y, record = self._layer_forward(i, spec, inputs)
                 records.append(record)
                 outputs[i] = y
+                if self.trace:
+                    self.traced_outputs[i] = y
         finally:
             TRAIN_BATCHNORM.reset(token)
         self._records = records
@@ -140,13 +151,12 @@ class Engine:
                        ) -> tuple[Tensor, _Record | None]:
         module = self.model.layers[i]
         if i < self.frozen:
-            with torch.no_grad():
-                return module(*inputs), None
+            return self._frozen_forward(module, inputs), None
         leaves = [t.detach().requires_grad_() if self.has_delta(j) else None
                   for j, t in zip(spec.inputs, inputs)]
         args = [leaf if leaf is not None else t.detach() for leaf, t in zip(leaves, inputs)]
         keeps_delta = not (self.semantics.zero_every_delta or spec.type in TRAIN_LAYER_TYPES)
-        point = _in_place_point(module) if keeps_delta else None
+        point = _in_place_point(module) if keeps_delta or self.trace else None
         if point is None:
             with torch.enable_grad():
                 y = module(*args)
@@ -168,6 +178,19 @@ class Engine:
             hook.remove()
         return y.detach(), _Record(leaves, y, caught[-1] if caught else None)
 
+    @staticmethod
+    def _frozen_forward(module: nn.Module, inputs: list[Tensor]) -> Tensor:
+        """Layers before stopbackward=1 run as inference layers: BN with the rolling statistics,
+        which do not move (convolutional_kernels.cu:168; the CPU build segfaults on a frozen BN
+        conv, notes section 11, so there is nothing else to follow)."""
+        was = module.training
+        module.eval()
+        try:
+            with torch.no_grad():
+                return module(*inputs)
+        finally:
+            module.train(was)
+
     def _loss_forward(self, i: int, inputs: list[Tensor], targets: Targets, ctx: LossContext
                       ) -> tuple[Tensor, Tensor, _Record]:
         with torch.no_grad():
@@ -181,6 +204,8 @@ class Engine:
         """backward_network (network.c:338-359): last layer to first, stopping at a
         stopbackward layer, skipping onlyforward layers."""
         for i in range(len(self.specs) - 1, -1, -1):
+            if self.trace and self.deltas[i] is not None:
+                self.traced_deltas[i] = self.deltas[i].clone()
             if self._stops_at(i, iteration):
                 break
             if self.layer_options[i].onlyforward:
@@ -219,10 +244,16 @@ class Engine:
             return
         y = record.output
         delta = self._delta(i, y)
+        if self.semantics.connected_clips_delta and self.specs[i].type == "connected":
+            delta.clamp_(-1.0, 1.0)
         if y.requires_grad:
             torch.autograd.backward(y, grad_tensors=-delta)
-            if record.inner is not None and record.inner.grad is not None:
-                torch.neg(record.inner.grad.reshape(delta.shape), out=delta)
+            inner = record.inner.grad if record.inner is not None else None
+            if inner is not None:
+                if self.trace:
+                    self.traced_deltas[i] = -inner
+                if not (self.semantics.zero_every_delta or self.specs[i].type in TRAIN_LAYER_TYPES):
+                    torch.neg(inner.reshape(delta.shape), out=delta)
         for j, leaf, mode in zip(self.specs[i].inputs, record.leaves, self.modes[i]):
             if leaf is None:
                 continue

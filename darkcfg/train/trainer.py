@@ -29,6 +29,18 @@ __all__ = ["Trainer", "TrainingError"]
 _UNTRAINABLE = ("rnn", "gru", "lstm", "crnn", "conv_lstm", "history", "contrastive")
 
 
+class _Scaled:
+    """A loss whose delta reaches its input with another factor (the GPU's loss_scale and
+    delta_normalizer)."""
+
+    def __init__(self, loss: Loss, backward_scale: float) -> None:
+        self.loss = loss
+        self.backward_scale = backward_scale
+
+    def __call__(self, *args, **kwargs):
+        return self.loss(*args, **kwargs)
+
+
 class TrainingError(CfgError):
     """Training cannot go on (a NaN loss): names the iteration and the first layer affected."""
 
@@ -50,10 +62,10 @@ class Trainer:
         self._check_trainable()
         self.losses = self._make_losses()
         self.engine = Engine(model, self.semantics, self.layer_options, self.losses)
-        self.optimizer = DarknetSGD(self._param_groups(), momentum=self.options.momentum,
-                                    decay=self.options.decay,
-                                    adam=self.options.adam and self.semantics.adam,
-                                    b1=self.options.b1, b2=self.options.b2, eps=self.options.eps)
+        o, sem = self.options, self.semantics
+        self.optimizer = DarknetSGD(self._param_groups(), momentum=o.momentum, decay=o.decay,
+                                    adam=o.adam and sem.adam, b1=o.b1, b2=o.b2, eps=o.eps,
+                                    loss_scale=o.loss_scale if sem.loss_scale else 1.0)
         header = getattr(model, "weights_header", None)
         self.seen = header.seen if header is not None else 0
         self.iteration = self.seen // self.options.batch
@@ -71,12 +83,29 @@ class Trainer:
         for spec in self.network.layers:
             factory = loss_factory(spec.type)
             if factory is not None:
-                made[spec.index] = factory(spec, opts[spec.index], self.network)
+                loss = factory(spec, opts[spec.index], self.network)
+                scale = self._gpu_delta_scale(spec.type, opts[spec.index])
+                if scale != 1.0:
+                    loss = _Scaled(loss, loss.backward_scale * scale)
+                made[spec.index] = loss
         if not made:
             raise CfgError("the cfg has no layer that computes a loss ([yolo], [region], "
                            "[detection], [Gaussian_yolo], [softmax] or [cost])",
                            self.network.net.loc)
         return made
+
+    def _gpu_delta_scale(self, type_name: str, opts) -> float:
+        """The GPU backward scales [yolo] deltas by loss_scale * delta_normalizer=,
+        [Gaussian_yolo] by delta_normalizer=, [softmax] by loss_scale (yolo_layer.c:1225,
+        gaussian_yolo_layer.c:894, softmax_layer.c:122); the CPU's adds them unscaled."""
+        if not self.semantics.loss_scale:
+            return 1.0
+        ls = self.options.loss_scale
+        if type_name == "yolo":
+            return ls * opts.float("delta_normalizer", 1.0)
+        if type_name == "Gaussian_yolo":
+            return opts.float("delta_normalizer", 1.0)
+        return ls if type_name == "softmax" else 1.0
 
     def _param_groups(self) -> list[dict]:
         """One group per updated layer and kind: weights (with decay), biases and BN scales."""
@@ -85,7 +114,8 @@ class Trainer:
         for spec in self.network.layers:
             if not self._updates(spec.index):
                 continue
-            scale = self.layer_options[spec.index].learning_rate_scale
+            lo = self.layer_options[spec.index]
+            clip = lo.clip if self.semantics.layer_train_options else 0.0
             decayed, plain = [], []
             for module in self.model.layers[spec.index].modules():
                 for name, p in module.named_parameters(recurse=False):
@@ -96,13 +126,30 @@ class Trainer:
                     (plain if is_bn or name == "bias" else decayed).append(p)
             for params, decay in ((decayed, True), (plain, False)):
                 if params:
-                    groups.append(dict(params=params, lr_scale=scale, decay=decay,
-                                       layer=spec.index))
+                    groups.append(dict(params=params, lr_scale=lo.learning_rate_scale,
+                                       decay=decay, clip=clip, layer=spec.index))
         return groups
 
     def _updates(self, i: int) -> bool:
-        """update_network (network.c:293-305): only layers with l.train, not frozen."""
+        """update_network (network.c:293-305): only layers with l.train, not frozen. The GPU also
+        never updates a layer at or before one with train_only_bn=1 (set_train_only_bn,
+        parser.c:1306-1337; network_kernels.cu:292)."""
+        if self.semantics.layer_train_options and i <= self._last_train_only_bn:
+            return False
         return self.network.layers[i].type in TRAIN_LAYER_TYPES and i >= self.engine.frozen
+
+    @property
+    def _last_train_only_bn(self) -> int:
+        return max((i for i, o in enumerate(self.layer_options) if o.train_only_bn), default=-1)
+
+    def _set_skips(self, batch_num: int) -> None:
+        """GPU only: a layer waits while dont_update >= batch_num or burnin_update * burn_in >
+        batch_num (network_kernels.cu:291-294); its gradients keep accumulating meanwhile."""
+        burn_in = self.options.schedule.burn_in
+        for group in self.optimizer.param_groups:
+            lo = self.layer_options[group["layer"]]
+            group["skip"] = self.semantics.layer_train_options and (
+                lo.dont_update >= batch_num or lo.burnin_update * burn_in > batch_num)
 
     # -- the iteration ----------------------------------------------------------------------------
     def learning_rate(self, iteration: int) -> float:
@@ -139,8 +186,9 @@ class Trainer:
         if not math.isfinite(loss):
             self._raise_nan(loss)
         self.iteration += 1
-        rate = self.options.schedule.rate(self.seen // o.batch)
-        self.optimizer.step(rate=rate, batch=o.batch)
+        batch_num = self.seen // o.batch
+        self._set_skips(batch_num)
+        self.optimizer.step(rate=self.options.schedule.rate(batch_num), batch=o.batch, t=batch_num)
         self.optimizer.zero_grad(set_to_none=True)
         self.last_costs = costs_sum
         self.model.weights_header = WeightsHeader(0, 2, 5, self.iteration * o.batch)
