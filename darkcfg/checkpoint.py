@@ -577,14 +577,17 @@ def _same_file(a: str, b: str) -> bool:
 
 
 def convert(cfg: Network | str | os.PathLike, src: str | os.PathLike, dst: str | os.PathLike, *,
-            strict: bool = True) -> ConvertReport:
+            strict: bool = True, cutoff: int | None = None,
+            weights_cfg: Network | str | os.PathLike | None = None) -> ConvertReport:
     """Convert weights between .weights, .safetensors and .pt/.pth (formats by suffix; a
     source with another suffix, e.g. Darknet's yolov4.conv.137, is read as .weights).
 
     The model is built from `cfg` and filled from `src`, then written to `dst`. With
     ``strict=False`` a .weights file longer than the cfg converts only the floats the cfg uses
     (the report counts the rest), and a checkpoint may lack tensors (they get Darknet's random
-    initialisation) or hold more (they are dropped)."""
+    initialisation) or hold more (they are dropped). `cutoff` and `weights_cfg` are
+    :func:`darkcfg.load`'s: layers < cutoff only; the cfg `src` was saved with, whose layers of
+    matching shapes are copied."""
     from .model import build, load
 
     src, dst = os.fspath(src), os.fspath(dst)
@@ -594,9 +597,10 @@ def convert(cfg: Network | str | os.PathLike, src: str | os.PathLike, dst: str |
         raise WeightsError("the destination is the source file; write to another file",
                            Location(dst))
     floats_left = 0
-    if src_fmt == "weights":
-        model = load(cfg, src, strict=strict)  # fills what the file does not hold as load does
-        floats_left = model.last_load.floats_left
+    if src_fmt == "weights" or cutoff is not None or weights_cfg is not None:
+        # fills what the file does not hold as load does
+        model = load(cfg, src, strict=strict, cutoff=cutoff, weights_cfg=weights_cfg)
+        floats_left = model.last_load.floats_left if model.last_load else 0
     else:
         model = build(cfg, init=not strict)  # strict: every tensor comes from the file
         load_checkpoint(model, src, strict=strict)

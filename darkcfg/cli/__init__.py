@@ -17,6 +17,7 @@ from collections.abc import Sequence
 
 from .. import __version__
 from ..errors import CfgError
+from ._weights import error_text
 
 __all__ = ["main", "COMMANDS", "progress"]
 
@@ -26,6 +27,7 @@ COMMANDS = {
     "summary": "summary",
     "detect": "detect",
     "convert": "convert",
+    "partial": "partial",
     "export": "export",
     "diff": "diff",
     "graph": "graph",
@@ -89,7 +91,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (CfgError, OSError, ValueError) as exc:
         if debug:
             raise
-        print(f"darkcfg: error: {exc}", file=sys.stderr)
+        print(f"darkcfg: error: {error_text(exc, args)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from ._weights import add_load_arguments, describe_load, load_kwargs
+
 HELP = "build a cfg (and load weights), print the layer table"
 
 
@@ -13,19 +15,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--width", type=int, help="override [net] width")
     p.add_argument("--height", type=int, help="override [net] height")
     p.add_argument("--no-strict", action="store_true",
-                   help="load the prefix of a weights file that has more layers than the cfg")
+                   help="load the prefix of a weights file that has more layers than the cfg, "
+                        "or a partial file (e.g. yolov4.conv.137) that ends on a layer boundary")
+    add_load_arguments(p)
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..model import build
+    from ..model import load
     from ..summary import format_table
 
-    model = build(args.cfg, width=args.width, height=args.height)
+    model = load(args.cfg, args.weights, strict=not args.no_strict, width=args.width,
+                 height=args.height, **load_kwargs(args))
     print(format_table(model.network))
     if args.weights:
-        report = model.load_darknet_weights(args.weights, strict=not args.no_strict)
-        h = report.header
-        left = f", {report.floats_left:,} left unread" if report.floats_left else ""
-        print(f"weights {args.weights}: version {h.major}.{h.minor}.{h.revision}, seen {h.seen}, "
-              f"{report.floats_read:,} floats loaded into {report.layers_loaded} layers{left}")
+        print(describe_load(args.weights, model.last_load))
     return 0

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from ._weights import add_load_arguments, load_kwargs
+
 HELP = "convert weights between .weights, .safetensors and .pt/.pth (formats by suffix)"
 
 
@@ -15,11 +17,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="convert the part of SRC that fits the cfg: the prefix of a longer "
                         ".weights file; a checkpoint's tensors the cfg has (the others are "
                         "dropped, missing ones get Darknet's random initialisation)")
+    add_load_arguments(p)
 
 
 def run(args: argparse.Namespace) -> int:
     from ..checkpoint import convert
 
-    report = convert(args.cfg, args.src, args.dst, strict=not args.no_strict)
+    report = convert(args.cfg, args.src, args.dst, strict=not args.no_strict,
+                     **load_kwargs(args))
     print(report.describe())
     return 0

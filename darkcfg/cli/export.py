@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ._weights import add_load_arguments, load_kwargs
+
 HELP = "export a cfg (with its weights, or random ones) to ONNX"
 
 
@@ -23,6 +25,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--height", type=int, help="override [net] height")
     p.add_argument("--no-strict", action="store_true",
                    help="load the prefix of a weights file that has more layers than the cfg")
+    add_load_arguments(p)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -39,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
     from . import progress
 
     model = load(args.cfg, args.weights, strict=not args.no_strict, width=args.width,
-                 height=args.height)
+                 height=args.height, **load_kwargs(args))
     done = export_onnx(model, args.onnx, opset=args.opset, dynamic=args.dynamic,
                        decode=args.decode, progress=lambda message: progress(args, message))
     source = f"weights {args.weights}" if args.weights else "random weights (no --weights)"
