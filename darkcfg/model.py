@@ -261,8 +261,17 @@ def build(net_or_path: Network | str | os.PathLike, out_indices: Sequence[int] |
     """Build the torch model of a parsed network, a cfg path or cfg text.
 
     The model starts in eval mode, i.e. Darknet's inference (BN uses the rolling statistics);
-    call ``.train()`` to train it. ``init=False`` skips the random initialisation and leaves conv
-    and connected weights uninitialised, for callers about to load them."""
+    call ``.train()`` to train it. To build and load weights in one step, use :func:`load`.
+
+    Args:
+        net_or_path: a parsed :class:`Network`, a cfg path, or cfg text (as :func:`parse`).
+        out_indices: the layers ``model(x)`` returns (default: the network's output layers,
+            the detection heads or else the last layer that is not [cost]).
+        init: Darknet's random initialisation. ``init=False`` leaves conv and connected weights
+            uninitialised, for callers about to load them.
+        **parse_overrides: ``width``, ``height``, ``channels`` (override [net]) and ``limits``
+            (see :func:`parse`); with them a Network is parsed again.
+    """
     network = net_or_path if isinstance(net_or_path, Network) and not parse_overrides \
         else parse(net_or_path, **parse_overrides)
     return DarknetModel(network, out_indices, init=init).eval()
