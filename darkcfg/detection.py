@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import math
 import os
-import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
@@ -35,7 +34,7 @@ import torch
 from torch import Tensor
 
 from . import image as _image
-from .errors import CfgError
+from .errors import CfgError, warn
 from .graph import LayerSpec, Network
 from .model import DarknetModel
 
@@ -670,8 +669,8 @@ def detect_batch(model: DarknetModel, x: Tensor,
     images' (width, height) for the pixel boxes (default: the input size); `letterbox` says how
     the inputs were made (default: the cfg's ``[net] letter_box``)."""
     if model.training:
-        warnings.warn("the model is in training mode; Darknet detects in inference mode "
-                      "(call model.eval())", stacklevel=2)
+        warn("the model is in training mode; Darknet detects in inference mode (call "
+             "model.eval())", UserWarning)
     labels = None if names is None else check_names(names, model)  # before the forward pass
     param = next(model.parameters(), None)
     if param is not None:

@@ -90,6 +90,15 @@ def test_warnings_point_at_the_callers_line(tmp_path) -> None:
     caught = _warnings_of(darkcfg.load, NET + "[convolutional]\nfilters=4\n",
                           tmp_path / "long.weights", strict=False)
     assert caught and {w.filename for w in caught} == {__file__}
+    # not only CfgWarnings: detect_batch on a model left in training mode
+    import torch
+
+    model = darkcfg.build(NET + "[convolutional]\nfilters=18\n[yolo]\nmask=0,1,2\n"
+                          "anchors=1,2,3,4,5,6\nclasses=1\nnum=3\n").train()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        darkcfg.detect_batch(model, torch.rand(1, 3, 8, 8))
+    assert [(w.filename, w.category) for w in caught] == [(__file__, UserWarning)]
 
 
 # -- reprs ---------------------------------------------------------------------------------------
