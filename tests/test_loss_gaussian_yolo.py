@@ -422,12 +422,14 @@ def test_option_errors() -> None:
 
 
 def test_backward_scale_follows_the_build() -> None:
-    loss, module = make_loss(head_cfg("delta_normalizer=0.5"))
-    out, x, targets = random_case(0, loss, module)
-    loss(out, x, targets, ctx(darknet="gpu"))
-    assert loss.backward_scale == 0.5
-    loss(out, x, targets, ctx(darknet="cpu"))
-    assert loss.backward_scale == 1.0
+    """The GPU backward multiplies the delta by delta_normalizer= (gaussian_yolo_layer.c:894), the
+    CPU's adds it as is (701); the Trainer owns that factor."""
+    from darkcfg.train import Trainer
+
+    model = darkcfg.build(head_cfg("delta_normalizer=0.5"))
+    k = len(model.layers) - 1
+    assert Trainer(model, darknet="gpu").losses[k].backward_scale == 0.5
+    assert Trainer(model, darknet="cpu").losses[k].backward_scale == 1.0
 
 
 # --- targets --------------------------------------------------------------------------------------

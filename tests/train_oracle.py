@@ -67,7 +67,17 @@ class TrainCase:
         rows = inputs["truths"][it]
         return [torch.from_numpy(r[r[:, 0] >= 0]) for r in rows]
 
-    def run(self, darknet: str = "cpu", iterations: int | None = None) -> list[IterationResult]:
+    @property
+    def resyncable(self) -> bool:
+        """Every segment is stored in full, so Darknet's weights after an iteration are known."""
+        return all(s["stored"] == "full" for s in self.meta["segments"])
+
+    def run(self, darknet: str = "cpu", iterations: int | None = None, *,
+            resync: bool = False) -> list[IterationResult]:
+        """Train the case's iterations. `resync`: each iteration starts from Darknet's weights
+        after the previous one (momentum buffers stay the trainer's), so an iteration is judged
+        on its own and float noise of the earlier ones (a near-zero leaky input whose sign
+        differs) cannot flip a decision in it."""
         import darkcfg
         from darkcfg.train import Trainer
 
@@ -80,7 +90,12 @@ class TrainCase:
             model = darkcfg.load(self.cfg, self.weights(tmp))
             trainer = Trainer(model, darknet=darknet)
             before_dn = self._floats(tmp / f"{self.name}.weights")
+            header = (tmp / f"{self.name}.weights").read_bytes()[:20]
             for it in range(iterations or self.meta["iterations"]):
+                if resync and it:
+                    synced = tmp / "darknet.weights"
+                    synced.write_bytes(header + before_dn.astype("<f4").tobytes())
+                    model.load_darknet_weights(synced)
                 before = self._save(model, tmp / "before.weights")
                 loss = trainer.step(torch.from_numpy(inputs["images"][it]),
                                     self.targets(inputs, it))

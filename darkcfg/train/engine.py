@@ -204,9 +204,17 @@ class Engine:
         """backward_network (network.c:338-359): last layer to first, stopping at a
         stopbackward layer, skipping onlyforward layers."""
         for i in range(len(self.specs) - 1, -1, -1):
-            if self.trace and self.deltas[i] is not None:
-                self.traced_deltas[i] = self.deltas[i].clone()
+            if self.trace and self.has_delta(i):
+                d = self.deltas[i]
+                self.traced_deltas[i] = torch.zeros_like(self.traced_outputs[i]) if d is None \
+                    else d.clone()
             if self._stops_at(i, iteration):
+                if self.trace:  # the layers below keep the delta their forward zeroed
+                    for j in range(i):
+                        if self.has_delta(j):
+                            d = self.deltas[j]
+                            self.traced_deltas[j] = torch.zeros_like(self.traced_outputs[j]) \
+                                if d is None else d.clone()
                 break
             if self.layer_options[i].onlyforward:
                 continue

@@ -63,9 +63,12 @@ class Trainer:
         self.losses = self._make_losses()
         self.engine = Engine(model, self.semantics, self.layer_options, self.losses)
         o, sem = self.options, self.semantics
-        self.optimizer = DarknetSGD(self._param_groups(), momentum=o.momentum, decay=o.decay,
+        groups = self._param_groups()
+        # None: no layer Darknet updates (a cfg of heads only, or everything frozen)
+        self.optimizer = DarknetSGD(groups, momentum=o.momentum, decay=o.decay,
                                     adam=o.adam and sem.adam, b1=o.b1, b2=o.b2, eps=o.eps,
-                                    loss_scale=o.loss_scale if sem.loss_scale else 1.0)
+                                    loss_scale=o.loss_scale if sem.loss_scale else 1.0) \
+            if groups else None
         header = getattr(model, "weights_header", None)
         self.seen = header.seen if header is not None else 0
         self.iteration = self.seen // self.options.batch
@@ -187,9 +190,11 @@ class Trainer:
             self._raise_nan(loss)
         self.iteration += 1
         batch_num = self.seen // o.batch
-        self._set_skips(batch_num)
-        self.optimizer.step(rate=self.options.schedule.rate(batch_num), batch=o.batch, t=batch_num)
-        self.optimizer.zero_grad(set_to_none=True)
+        if self.optimizer is not None:
+            self._set_skips(batch_num)
+            self.optimizer.step(rate=self.options.schedule.rate(batch_num), batch=o.batch,
+                                t=batch_num)
+            self.optimizer.zero_grad(set_to_none=True)
         self.last_costs = costs_sum
         self.model.weights_header = WeightsHeader(0, 2, 5, self.iteration * o.batch)
         return loss

@@ -271,8 +271,8 @@ def _iou_table(a: tuple[Tensor, ...], b: tuple[Tensor, ...]) -> Tensor:
 class GaussianYoloLoss:
     """Darknet's [Gaussian_yolo] forward in training (see the module doc).
 
-    `backward_scale` is 1 (the CPU backward adds the delta as is); after a call with
-    `ctx.darknet == "gpu"` it is `delta_normalizer`, which the GPU backward multiplies by.
+    `backward_scale` is 1 (the CPU backward adds the delta as is); the GPU backward's factor
+    `delta_normalizer` is applied by the Trainer (Trainer._gpu_delta_scale), as for [yolo].
     `last_stats` holds what Darknet prints for the last call as 0-d tensors: count, iou_sum,
     recall, recall75, cat_sum, obj_sum (sums over the truth assignments, Darknet divides them by
     count), anyobj_sum (over all cells), class_loss, iou_loss, uc_loss (per image)."""
@@ -292,7 +292,6 @@ class GaussianYoloLoss:
         self._anchors = [tuple(map(_f32, o.anchors[n])) for n in o.mask]
 
     def __call__(self, output: Tensor, input: Tensor, targets, ctx: LossContext) -> LossOutput:
-        self.backward_scale = self.training.delta_normalizer if ctx.darknet == "gpu" else 1.0
         with torch.no_grad():
             delta, cost = self._forward(output.detach(), targets, ctx)
         return LossOutput(delta.to(output.dtype), cost)
