@@ -194,7 +194,8 @@ class RegionLoss:
         where = above.nonzero(as_tuple=True)
         cls = classes.gather(1, best_t.flatten(1)).view_as(best_t)[where]
         cls = torch.where(top[where] > 0, cls, -1)  # no truth overlaps: Darknet's -1
-        scale = self.class_scale * (obj[where] if o.classfix == 2 else 1.0)
+        fix = obj[where] if o.classfix == 2 else torch.ones_like(obj[where])
+        scale = self.class_scale * fix
         written, value, cat = self._class_delta(out[where], cls, scale)
         block = delta[where][:, REGION_CLASSES:REGION_CLASSES + self.class_entries]
         delta[(*where, slice(REGION_CLASSES, REGION_CLASSES + self.class_entries))] = \
