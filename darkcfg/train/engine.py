@@ -99,6 +99,7 @@ class Engine:
         # Darknet's l.delta holds it after backward_network (in place transformed: a conv's is
         # the gradient at its linear output, before BN and activation), for layer-by-layer checks.
         self.trace = False
+        self.first_nonfinite: int | None = None  # after a pass with a non-finite cost
         self.traced_outputs: dict[int, Tensor] = {}
         self.traced_deltas: dict[int, Tensor] = {}
 
@@ -139,6 +140,10 @@ class Engine:
         finally:
             TRAIN_BATCHNORM.reset(token)
         self._records = records
+        self.first_nonfinite = None
+        if not all(bool(torch.isfinite(c)) for c in costs):
+            self.first_nonfinite = next((i for i in range(len(self.specs))
+                                         if not bool(torch.isfinite(outputs[i]).all())), None)
         return costs
 
     def _zero_delta(self, i: int) -> None:

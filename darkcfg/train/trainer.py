@@ -19,6 +19,7 @@ from ..weights import WeightsHeader
 from .config import LayerTrainOptions, NetTrainOptions, read_train_options
 from .engine import TRAIN_LAYER_TYPES, Engine
 from .losses import Loss, LossContext, Targets, loss_factory
+from .losses.targets import check_detection_targets
 from .optim import DarknetSGD
 from .sections import section_options
 from .semantics import Semantics, semantics
@@ -207,18 +208,37 @@ class Trainer:
     # -- checks -----------------------------------------------------------------------------------
     def _check_images(self, images: Tensor) -> None:
         o, net = self.options, self.network.net
-        want = (o.batch, *net.input_shape.__dict__.values())
+        s = net.input_shape
+        want = (o.batch, s.c, s.h, s.w)
         shape = tuple(images.shape) if isinstance(images, Tensor) else None
         if shape != want:
             raise CfgError(f"images must be a ({', '.join(map(str, want))}) tensor (the cfg's "
                            f"batch={o.batch}, channels, height, width), got "
                            f"{shape if shape is not None else type(images).__name__}", net.loc)
+        if not images.is_floating_point():
+            raise CfgError(f"images must be float values in [0, 1], not {images.dtype}", net.loc)
+        finite = torch.isfinite(images).flatten(1).all(1)
+        if not bool(finite.all()):
+            raise CfgError(f"image {int((~finite).nonzero()[0])} of the batch has a non-finite "
+                           f"value", net.loc)
 
     def _check_targets(self, targets: Targets) -> None:
+        o = self.options
         n = len(targets) if not isinstance(targets, Tensor) else targets.shape[0]
-        if n != self.options.batch:
-            raise CfgError(f"targets hold {n} images, the cfg's batch={self.options.batch} "
-                           f"needs {self.options.batch}", self.network.net.loc)
+        if n != o.batch:
+            raise CfgError(f"targets hold {n} images, the cfg's batch={o.batch} needs {o.batch}",
+                           self.network.net.loc)
+        if not isinstance(targets, Tensor):
+            classes = self._detector_classes()
+            if classes is not None:
+                check_detection_targets([torch.as_tensor(t) for t in targets], o.batch, classes)
+
+    def _detector_classes(self) -> int | None:
+        """The smallest `classes=` of the detection heads (a row must fit every head)."""
+        found = [self.network.layers[i].options.classes for i in self.losses
+                 if self.network.layers[i].type in ("yolo", "Gaussian_yolo", "region",
+                                                     "detection")]
+        return min(found) if found else None
 
     @staticmethod
     def _slice_targets(targets: Targets, start: int, stop: int, device: torch.device) -> Targets:
@@ -228,10 +248,17 @@ class Trainer:
                 for t in targets[start:stop]]
 
     def _raise_nan(self, loss: float) -> None:
-        first = next((i for i, d in enumerate(self.engine.deltas)
-                      if d is not None and not torch.isfinite(d).all()), None)
-        where = f"; the first layer with a non-finite delta is layer {first}" \
-            if first is not None else ""
+        """Stop before the update, so the weights stay finite, naming where it began."""
+        first = self.engine.first_nonfinite
+        if first is None:
+            first = next((i for i, d in enumerate(self.engine.deltas)
+                          if d is not None and not bool(torch.isfinite(d).all())), None)
+            what = "delta"
+        else:
+            what = "output"
         spec = self.network.layers[first] if first is not None else None
-        raise TrainingError(f"the loss became {loss} in iteration {self.iteration}{where}",
-                            spec.loc if spec is not None else self.network.net.loc)
+        where = f"; the first layer with a non-finite {what} is layer {first} [{spec.header}]" \
+            if spec is not None else ""
+        raise TrainingError(f"the loss became {loss} in iteration {self.iteration}{where}; the "
+                            f"weights were not updated", spec.loc if spec is not None
+                            else self.network.net.loc)
