@@ -278,20 +278,22 @@ def _explain(network: Network, have: int, total: int) -> _Explained | None:
     def valid(g: _ClassLayer, d: int) -> bool:
         return g.filters + d * g.per_class > 0 and (g.classes is None or g.classes + d >= 1)
 
-    unit = sum(g.per_class * g.per_filter for g in groups)
+    def step(g: _ClassLayer) -> int:  # floats per class
+        return g.per_class * g.per_filter
+
+    unit = sum(step(g) for g in groups)
     if diff % unit == 0 and all(valid(g, diff // unit) for g in groups):
         changes = [(g, diff // unit) for g in groups]
     else:
-        changes = [next(((g, diff // (g.per_class * g.per_filter)) for g in groups
-                         if diff % (g.per_class * g.per_filter) == 0
-                         and valid(g, diff // (g.per_class * g.per_filter))), (None, 0))]
-        if changes[0][0] is None:
+        changes = [(g, diff // step(g)) for g in groups
+                   if diff % step(g) == 0 and valid(g, diff // step(g))][:1]
+        if not changes:
             return None
     first = min(g.spec.index for g, _ in changes)
     return _Explained(first, _changes_text(changes))
 
 
-# -- how the file's floats map onto the cfg ---------------------------------------------------------
+# -- how the file's floats map onto the cfg ---------------------------------------------------
 @dataclass(frozen=True)
 class _Fit:
     """Layers 0..loaded-1 are read, `floats` values. `aligned`: the sizes prove the file's
