@@ -5,6 +5,11 @@ against OpenCV's Darknet importer on the same cfg and weights, in the same proce
 Usage:
   python tools/bench.py CFG [--weights FILE] [--size 416 | --width W --height H] [--batch 1]
                         [--repeat 10] [--mode eager|fused|fused-cl|compiled] [--compare opencv]
+  python tools/bench.py CFG --train [--size 416] [--batch 16] [--subdivisions 1] [--repeat 3]
+
+--train times one darkcfg.Trainer iteration (the cfg's batch set to --batch, subdivisions to
+--subdivisions, random boxes) against the same model's eval forward on the same batch, side by
+side, and reports the peak RSS.
 
 Without --weights a file with Darknet's layout and random values is written to a temporary folder
 (BN variances positive, so the numbers stay finite). Every figure is the median over the repeats,
@@ -166,6 +171,44 @@ def opencv_forward(cfg: str, weights: str, x: np.ndarray, repeat: int, warmup: i
 
 # -- main --------------------------------------------------------------------------------------
 
+def random_targets(batch: int, classes: int, boxes: int = 8, seed: int = 1) -> list[torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return [torch.cat([torch.randint(0, classes, (boxes, 1), generator=g).float(),
+                       torch.rand(boxes, 2, generator=g) * 0.8 + 0.1,
+                       torch.rand(boxes, 2, generator=g) * 0.3 + 0.05], 1)
+            for _ in range(batch)]
+
+
+def bench_train(args: argparse.Namespace, overrides: dict[str, int], tuned: bool) -> int:
+    """One Trainer iteration against the eval forward of the same model on the same batch."""
+    from darkcfg.train import Trainer
+
+    network = darkcfg.parse(args.cfg, **overrides)
+    network.set("net", batch=args.batch, subdivisions=args.subdivisions)
+    s = network.net.input_shape
+    print(f"darkcfg bench --train: {Path(args.cfg).name} {s.w}x{s.h}, batch {args.batch}, "
+          f"subdivisions {args.subdivisions}, darknet={args.darknet}, torch {torch.__version__} "
+          f"({torch.get_num_threads()} threads), malloc {'tuned' if tuned else 'as is'}")
+    model = darkcfg.build(network)
+    trainer = Trainer(model, darknet=args.darknet)
+    heads = [network[i].options.classes for i in trainer.losses
+             if hasattr(network[i].options, "classes")]
+    x = torch.rand(args.batch, s.c, s.h, s.w)
+    targets = random_targets(args.batch, min(heads) if heads else 1) if heads \
+        else torch.eye(network[-1].out_shape.size)[torch.randint(0, network[-1].out_shape.size,
+                                                                  (args.batch,))]
+    model.eval()
+    with torch.inference_mode():
+        t_fwd = timed(lambda: model(x), args.repeat, 1)
+    t_step = timed(lambda: trainer.step(x, targets), args.repeat, 1)
+    print(f"eval forward (eager)     {fmt(t_fwd)}")
+    print(f"training iteration       {fmt(t_step)}")
+    print(f"iteration / forward      {statistics.median(t_step) / statistics.median(t_fwd):.2f}x"
+          f"  ({args.batch / statistics.median(t_step):.2f} images/s trained)")
+    print(f"peak RSS of this process {peak_rss_mb():.0f} MiB")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("cfg")
@@ -184,6 +227,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-load-rss", action="store_true", help="skip the child-process RSS run")
     ap.add_argument("--quiet", action="store_true",
                     help="do not say on stderr what a long step (torch.compile) is doing")
+    ap.add_argument("--train", action="store_true",
+                    help="time a training iteration against the eval forward (see above)")
+    ap.add_argument("--subdivisions", type=int, default=1, help="with --train (1)")
+    ap.add_argument("--darknet", choices=["gpu", "cpu"], default="gpu",
+                    help="with --train: the Darknet build the trainer follows (gpu)")
     ap.add_argument("--no-tune-malloc", action="store_true",
                     help="leave glibc's malloc as it is (default: darkcfg.tune_malloc())")
     args = ap.parse_args(argv)
@@ -194,6 +242,8 @@ def main(argv: list[str] | None = None) -> int:
 
     overrides = {k: v for k, v in (("width", args.width or args.size),
                                    ("height", args.height or args.size)) if v}
+    if args.train:
+        return bench_train(args, overrides, tuned)
     name = Path(args.cfg).name
     print(f"darkcfg bench: {name}, mode {args.mode}, batch {args.batch}, torch {torch.__version__}"
           f" ({torch.get_num_threads()} threads), malloc {'tuned' if tuned else 'as is'}")
