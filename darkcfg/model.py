@@ -234,7 +234,10 @@ class DarknetModel(nn.Module):
     # -- weights --------------------------------------------------------------------------------
     def load_darknet_weights(self, path: str | os.PathLike, *, strict: bool = True,
                              cutoff: int | None = None) -> LoadReport:
-        """Load a Darknet .weights file; strict=False loads the prefix of a longer file."""
+        """Load a Darknet .weights file; strict=False also loads the prefix of a longer file or a
+        partial file that ends on a layer boundary; `cutoff` loads layers < cutoff only. Layers
+        the file does not fill keep their values (``report.initialised`` lists them); see
+        :func:`load` for what is refused as misaligned."""
         self._check_unfused("load a .weights file into")
         report = load_weights(self.network, self.layers, path, strict=strict, cutoff=cutoff)
         self.weights_header = report.header
