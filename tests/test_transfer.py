@@ -392,7 +392,7 @@ def test_cli_weights_cfg(tmp_path, capsys) -> None:
     assert _layer_equal(converted, source, 2) and _is_darknet_init(converted, 3)
 
 
-# -- misalignment that sizes alone do not show -------------------------------------------------------
+# -- misalignment that sizes alone do not show ------------------------------------------------
 BACKBONE = DETECTOR.split("[convolutional]\nsize=1\nfilters=24")[0]  # layers 0-2
 
 
@@ -426,7 +426,7 @@ def test_aligned_prefix_still_loads_with_a_warning(tmp_path) -> None:
     assert _layer_equal(model, source, 0) and _layer_equal(model, source, 2)
 
 
-# -- the official yolov3-tiny weights, edited for 3 classes -----------------------------------------
+# -- the official yolov3-tiny weights, edited for 3 classes ----------------------------------
 def _three_classes() -> darkcfg.Network:
     net = darkcfg.parse(OFFICIAL / "yolov3-tiny.cfg")
     with net.batch():
