@@ -8,10 +8,17 @@ Darknet.
 
 from __future__ import annotations
 
+import struct
+
 import torch
 from torch import Tensor
 
-__all__ = ["box_iou", "box_rmse", "Edges", "edges", "best_iou", "squared_norm"]
+__all__ = ["box_iou", "box_rmse", "Edges", "edges", "best_iou", "squared_norm", "float32"]
+
+
+def float32(value: float) -> float:
+    """A cfg number as Darknet keeps it in a layer's float field (scales, thresholds)."""
+    return struct.unpack("f", struct.pack("f", value))[0]
 
 
 def _overlap(x1: Tensor, w1: Tensor, x2: Tensor, w2: Tensor) -> Tensor:

@@ -35,7 +35,7 @@ from ...errors import CfgError
 from ...graph import LayerSpec, Network
 from ...options import Options
 from ...sections.heads import DetectionOptions
-from ._darknet_box import box_iou, box_rmse, squared_norm
+from ._darknet_box import box_iou, box_rmse, float32, squared_norm
 from .base import LossContext, LossOutput, Targets, losses
 from .targets import PADDING_CLASS, check_detection_targets
 
@@ -127,10 +127,10 @@ class DetectionLoss:
             raise opts.error(f"forced=1 needs num >= 2: Darknet then makes box 1 responsible for "
                              f"small truths, past the cell's num={o.num} boxes", "forced")
         self.opts = o
-        self.coord_scale = opts.float("coord_scale", 1.0)
-        self.object_scale = opts.float("object_scale", 1.0)
-        self.noobject_scale = opts.float("noobject_scale", 1.0)
-        self.class_scale = opts.float("class_scale", 1.0)
+        self.coord_scale = float32(opts.float("coord_scale", 1.0))
+        self.object_scale = float32(opts.float("object_scale", 1.0))
+        self.noobject_scale = float32(opts.float("noobject_scale", 1.0))
+        self.class_scale = float32(opts.float("class_scale", 1.0))
         self.random = opts.float("random", 0.0) != 0
         self.generator: torch.Generator | None = None  # random=1's draws (CPU generator)
         self.stats: DetectionStats | None = None  # of the last call

@@ -34,7 +34,7 @@ from ...graph import LayerSpec, Network
 from ...options import Options
 from ...sections.heads import REGION_CLASSES, REGION_OBJECTNESS, RegionOptions
 from ...tree import Tree, find_data_file
-from ._darknet_box import best_iou, box_iou, edges, squared_norm
+from ._darknet_box import best_iou, box_iou, edges, float32, squared_norm
 from .base import LossContext, LossOutput, Targets, losses
 from .targets import check_detection_targets, truth_slots
 
@@ -90,11 +90,11 @@ class RegionLoss:
 
     def __init__(self, o: RegionOptions, opts: Options) -> None:
         self.opts = o
-        self.thresh = opts.float("thresh", 0.5)
-        self.coord_scale = opts.float("coord_scale", 1.0)
-        self.object_scale = opts.float("object_scale", 1.0)
-        self.noobject_scale = opts.float("noobject_scale", 1.0)
-        self.class_scale = opts.float("class_scale", 1.0)
+        self.thresh = float32(opts.float("thresh", 0.5))
+        self.coord_scale = float32(opts.float("coord_scale", 1.0))
+        self.object_scale = float32(opts.float("object_scale", 1.0))
+        self.noobject_scale = float32(opts.float("noobject_scale", 1.0))
+        self.class_scale = float32(opts.float("class_scale", 1.0))
         self.focal_loss = bool(opts.int("focal_loss", 0))
         self.max_boxes = opts.int("max", 200)
         self.tree: Tree | None = o.tree
