@@ -245,9 +245,13 @@ class DarknetModel(nn.Module):
         return report
 
     def save_darknet_weights(self, path: str | os.PathLike, *, cutoff: int | None = None) -> None:
-        """Write a Darknet .weights file (the loaded file's header, else version 0.2.5)."""
+        """Write a Darknet .weights file (the loaded file's header, else version 0.2.5).
+
+        `cutoff=N` writes layers 0..N-1 as Darknet's `partial` does (`darkcfg partial`): under
+        its own header 0.2.5 with seen 0, since such a file starts a new training."""
         self._check_unfused("save a .weights file from")
-        save_weights(self.network, self.layers, path, self.weights_header, cutoff=cutoff)
+        header = None if cutoff is not None else self.weights_header
+        save_weights(self.network, self.layers, path, header, cutoff=cutoff)
 
     def _check_unfused(self, what: str) -> None:
         if self.fused:

@@ -27,14 +27,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..model import load
-    from ..weights import DEFAULT_VERSION, WeightsHeader
+    from ..weights import DEFAULT_VERSION
 
     if args.n < 0:
         raise ValueError(f"N must be 0 or more (the number of layers to keep), got {args.n}")
     model = load(args.cfg, args.weights, strict=not args.no_strict, cutoff=args.n,
                  **load_kwargs(args))
-    model.weights_header = WeightsHeader(*DEFAULT_VERSION, seen=0)  # as Darknet's partial
-    model.save_darknet_weights(args.out, cutoff=args.n)
+    model.save_darknet_weights(args.out, cutoff=args.n)  # header 0.2.5, seen 0, as Darknet's
     stop = min(args.n, len(model.network))
     floats = sum(spec.weight_count for spec in model.network.layers[:stop])
     print(f"wrote {args.out}: layers 0-{stop - 1} of {len(model.network)}, {floats:,} floats; "
