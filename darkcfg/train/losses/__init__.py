@@ -6,6 +6,7 @@ from . import classifier  # noqa: F401  (registers [softmax] and [cost])
 from . import gaussian_yolo  # noqa: F401  (registers [Gaussian_yolo])
 from . import region  # noqa: F401  (registers [region])
 from . import detection  # noqa: F401  (registers [detection])
+from . import yolo  # noqa: F401  (registers [yolo])
 
 __all__ = ["Loss", "LossContext", "LossFactory", "LossOutput", "Targets", "register_loss",
            "loss_factory", "registered_losses", "losses"]

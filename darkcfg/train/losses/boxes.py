@@ -75,20 +75,27 @@ def box_giou(a: Tensor, b: Tensor) -> Tensor:
     return torch.where(c == 0, iou, iou - (c - union) / safe)
 
 
+def _centre_distance2(a: Tensor, b: Tensor) -> Tensor:
+    dx, dy = a[..., 0] - b[..., 0], a[..., 1] - b[..., 1]
+    return dx * dx + dy * dy
+
+
 def box_diou(a: Tensor, b: Tensor) -> Tensor:
     """box.c box_diou(): IoU - (d²/c²)^0.6 (Darknet's exponent, not the paper's 1)."""
     w, h = _enclosing(a, b)
     c = w * w + h * h
     iou = box_iou(a, b)
-    d = (a[..., 0] - b[..., 0]) * (a[..., 0] - b[..., 0]) + (a[..., 1] - b[..., 1]) * (a[..., 1] - b[..., 1])
+    d = _centre_distance2(a, b)
     safe = torch.where(c == 0, 1, c)
     term = torch.pow((d / safe).double(), 0.6).to(iou.dtype)
     return torch.where(c == 0, iou, iou - term)
 
 
 def _aspect_loss(a: Tensor, b: Tensor) -> tuple[Tensor, Tensor]:
-    """CIoU's v = 4/π²·(atan(w_b/h_b) - atan(w_a/h_a))² (float) and the atan difference (double)."""
-    diff = torch.atan((b[..., 2] / b[..., 3]).double()) - torch.atan((a[..., 2] / a[..., 3]).double())
+    """CIoU's v = 4/π²·(atan(w_b/h_b) - atan(w_a/h_a))² (float), and the atan difference
+    (double)."""
+    ar_b, ar_a = (b[..., 2] / b[..., 3]).double(), (a[..., 2] / a[..., 3]).double()
+    diff = torch.atan(ar_b) - torch.atan(ar_a)
     return (_FOUR_OVER_PI2 * diff * diff).to(a.dtype), diff
 
 
@@ -97,7 +104,7 @@ def box_ciou(a: Tensor, b: Tensor) -> Tensor:
     w, h = _enclosing(a, b)
     c = w * w + h * h
     iou = box_iou(a, b)
-    u = (a[..., 0] - b[..., 0]) * (a[..., 0] - b[..., 0]) + (a[..., 1] - b[..., 1]) * (a[..., 1] - b[..., 1])
+    u = _centre_distance2(a, b)
     safe = torch.where(c == 0, 1, c)
     ar_loss, _ = _aspect_loss(a, b)
     alpha = (ar_loss.double() / ((1 - iou + ar_loss).double() + 0.000001)).to(iou.dtype)
@@ -112,7 +119,7 @@ def box_iou_kind(a: Tensor, b: Tensor, kind: str) -> Tensor:
 
 
 class BoxGrad(NamedTuple):
-    """dx_box_iou()'s result, named by what Darknet uses it for (it stores them as dt, db, dl, dr)."""
+    """dx_box_iou()'s result, named by what Darknet uses it for (it stores dt, db, dl, dr)."""
 
     dx: Tensor
     dy: Tensor

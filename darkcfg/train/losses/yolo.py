@@ -45,7 +45,7 @@ def _f32(v: float) -> float:
 
 @dataclass(frozen=True)
 class YoloLossOptions:
-    """The training options of one [yolo] section, read as parse_yolo (parser.c:448-550) reads them."""
+    """The training options of one [yolo] section, as parse_yolo (parser.c:448-550) reads them."""
 
     classes: int
     mask: tuple[int, ...]
@@ -176,19 +176,52 @@ class _Grid:
             if m < o.total:
                 pos[m] = k
         self.mask_pos = torch.tensor(pos, dtype=torch.long, device=device)
+        hw = self.h * self.w
+        cells = torch.arange(self.n * self.a * hw, device=device)
+        self.cell_i = (cells % self.w).to(torch.float32)
+        self.cell_j = ((cells % hw) // self.w).to(torch.float32)
+        self.cell_anchor = self.biases[self.mask][(cells // hw) % self.a]
+
+    def _index(self, planes: Tensor, cells: Tensor, entries: int | slice) -> Tensor:
+        """Flat indices of some entries of some cells of a (image*anchor, entry, row*column)
+        tensor: (K,) for one entry, (K, E) for a slice."""
+        hw = self.h * self.w
+        e = planes.shape[1]
+        base = (cells // hw) * (e * hw) + cells % hw
+        if isinstance(entries, int):
+            return base + entries * hw
+        ent = torch.arange(e, device=cells.device)[entries]
+        return base[:, None] + ent * hw
+
+    def at(self, planes: Tensor, cells: Tensor, entries: int | slice) -> Tensor:
+        """Entries of some cells: (K,) or (K, E)."""
+        idx = self._index(planes, cells, entries)
+        return planes.reshape(-1).index_select(0, idx.reshape(-1)).view(idx.shape)
+
+    def put(self, planes: Tensor, cells: Tensor, entries: int | slice, value: Tensor) -> None:
+        """Write entries of distinct cells (the inverse of :meth:`at`); `planes` is contiguous."""
+        planes.view(-1)[self._index(planes, cells, entries)] = value
+
+
+def _edges(b: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """Left, right, top, bottom and area of [x, y, w, h] boxes, as box.c's overlap() forms them."""
+    x, y, w, h = b.unbind(-1)
+    return x - w / 2, x + w / 2, y - h / 2, y + h / 2, w * h
 
 
 class YoloLoss:
     """Darknet's [yolo] forward in training mode: `(output, input, targets, ctx) -> (delta, cost)`.
 
-    `backward_scale` is 1: the CPU build adds l.delta to the previous layer as is. The CUDA build
-    multiplies it by `delta_normalizer` (and [net] loss_scale) in backward_yolo_layer_gpu
-    (yolo_layer.c:1225): that factor is `gpu_backward_scale`."""
+    `backward_scale` is 1: the CPU build adds l.delta to the previous layer as is. The CUDA
+    build's backward multiplies it by [net] loss_scale * delta_normalizer= (yolo_layer.c:1225);
+    the Trainer applies that factor (Trainer._gpu_delta_scale), so l.delta here is the same for
+    both builds (forward_yolo_layer_gpu runs this same CPU code on the pulled output)."""
 
     def __init__(self, o: YoloLossOptions) -> None:
         self.o = o
         self.backward_scale = 1.0
-        self.gpu_backward_scale = o.delta_normalizer
+        self._grid_key: tuple | None = None
+        self._grid_cache: _Grid | None = None
         eps = np.float32(o.label_smooth_eps)
         if eps:
             # y_true*(1 - eps) + 0.5*eps, the product in float, the sum in double, stored float
@@ -196,6 +229,12 @@ class YoloLoss:
             self.y_neg = float(np.float32(0.5 * np.float64(eps)))
         else:
             self.y_pos, self.y_neg = 1.0, 0.0
+
+    def _grid(self, shape: torch.Size, ctx: LossContext, device: torch.device) -> _Grid:
+        key = (tuple(shape), ctx.net_w, ctx.net_h, str(device))
+        if self._grid_key != key:  # one entry: a trainer calls with one size until it resizes
+            self._grid_cache, self._grid_key = _Grid(self.o, shape, ctx, device), key
+        return self._grid_cache
 
     def __call__(self, output: Tensor, input: Tensor, targets: Targets,
                  ctx: LossContext) -> LossOutput:
@@ -211,42 +250,42 @@ class YoloLoss:
         if c != a * e:
             raise CfgError(f"[yolo] output has {c} channels, expected {a * e}")
         check_detection_targets(targets, n, o.classes)
-        g = _Grid(o, output.shape, ctx, output.device)
+        g = self._grid(output.shape, ctx, output.device)
         truth, valid = truth_slots(targets, o.max_boxes, output.device)
-        p = output.detach().to(torch.float32).reshape(n, a, e, h * w).transpose(2, 3).reshape(-1, e)
+        # planes: (image*anchor, entry, row*column); a cell is (image*anchor)*h*w + row*w + column
+        p = output.detach().to(torch.float32).contiguous().view(n * a, e, h * w)
         d = torch.zeros_like(p)
-        has_truth = valid.any(1).repeat_interleave(a * h * w)
-        # process_batch zeroes a non-finite objectness of an image that has truths (yolo_layer.c:437)
-        obj = torch.where(has_truth & ~torch.isfinite(p[:, 4]), torch.zeros_like(p[:, 4]), p[:, 4])
+        has_truth = valid.any(1).repeat_interleave(a)[:, None]
+        # process_batch zeroes a non-finite objectness of an image with truths (yolo_layer.c:437)
+        obj = torch.where(has_truth & ~torch.isfinite(p[:, 4]), 0, p[:, 4])
 
-        best_iou, best_t = self._best_truths(p, truth, valid, g)
-        self._cell_deltas(p, obj, d, has_truth, best_iou)
-        if o.truth_thresh < 1:  # an IoU never exceeds 1
-            self._truth_thresh(p, obj, d, truth, best_iou, best_t, g)
-        count, iou_sum, loss_sum = self._truth_deltas(p, obj, d, truth, valid, g)
+        best_iou = self._best_iou(p, truth, valid, g)
+        d[:, 4] = self._objectness(p, obj, has_truth, best_iou, g)
+        # truth_thresh=1 (the default) is not "never": the float32 IoU of equal boxes can be
+        # 1 + an ulp, as in Darknet
+        tt_cells = self._truth_thresh(p, obj, d, truth, valid, best_iou, g)
+        # Only the cells a truth reaches get box or class deltas: the truth loop, the averaging
+        # and the cost work on their rows alone, written back once.
+        count, iou_sum, loss_sum, cells, rows = self._truth_deltas(p, obj, d, truth, valid, g,
+                                                                   tt_cells)
         if o.iou_thresh < 1:
-            self._average_boxes(d)
+            self._average_boxes(rows)
+        g.put(d, cells, slice(None), rows)
 
-        delta = d.reshape(n, a, h * w, e).transpose(2, 3).reshape(n, c, h, w).to(output.dtype)
-        total = d.double().square().sum()
-        class_loss = o.obj_normalizer * d[:, 4:].double().square().sum()
+        rows = rows.double()
+        obj_sq = d[:, 4].double().square().sum()
+        cls_sq = rows[:, 5:].square().sum()
+        total = rows[:, :4].square().sum() + obj_sq + cls_sq
+        class_loss = o.obj_normalizer * (obj_sq + cls_sq)
         if o.show_details == 0 or o.iou_loss == "mse":
             cost = total
         else:
             cost = o.iou_normalizer * loss_sum / max(count, 1) + class_loss
-        return YoloResult(delta.contiguous(), cost, count, iou_sum, class_loss)
+        return YoloResult(d.view(n, c, h, w).to(output.dtype), cost, count, iou_sum, class_loss)
 
     # -- step 1: every cell and anchor ----------------------------------------------------------
-    def _pred_boxes(self, p: Tensor, g: _Grid) -> Tensor:
-        """get_yolo_box() of every cell: (cells, 4) [x, y, w, h] relative to the image."""
-        cols = torch.arange(g.w, device=p.device, dtype=torch.float32)
-        rows = torch.arange(g.h, device=p.device, dtype=torch.float32)
-        i = cols.repeat(g.n * g.a * g.h)
-        j = rows.repeat_interleave(g.w).repeat(g.n * g.a)
-        anchor = g.biases[g.mask].repeat_interleave(g.h * g.w, 0).repeat(g.n, 1)
-        return self._decode(p[:, :4], i, j, anchor, g)
-
     def _decode(self, raw: Tensor, i: Tensor, j: Tensor, anchor: Tensor, g: _Grid) -> Tensor:
+        """get_yolo_box(): (K, 4) [x, y, w, h] relative to the image from the raw x, y, w, h."""
         x = (i + raw[:, 0]) / g.w
         y = (j + raw[:, 1]) / g.h
         if self.o.new_coords:
@@ -257,103 +296,131 @@ class YoloLoss:
             bh = (torch.exp(raw[:, 3].double()) * anchor[:, 1].double() / g.net_h).float()
         return torch.stack((x, y, bw, bh), 1)
 
-    def _best_truths(self, p: Tensor, truth: Tensor, valid: Tensor, g: _Grid
-                     ) -> tuple[Tensor, Tensor]:
-        """Per cell: the best IoU with any truth of its image and the first truth reaching it."""
-        pred = self._pred_boxes(p, g).reshape(g.n, -1, 1, 4)
-        boxes = truth[:, None, :, 1:]  # (N, 1, T, 4)
-        cells, slots = pred.shape[1], truth.shape[1]
+    def _cell_boxes(self, p: Tensor, g: _Grid) -> Tensor:
+        """get_yolo_box() of every cell: (N, cells of one image, 4)."""
+        raw = p[:, :4].transpose(1, 2).reshape(-1, 4)
+        return self._decode(raw, g.cell_i, g.cell_j, g.cell_anchor, g).view(g.n, -1, 4)
+
+    def _best_iou(self, p: Tensor, truth: Tensor, valid: Tensor, g: _Grid) -> Tensor:
+        """Per cell: the best IoU with any truth of its image, (N*A, H*W).
+
+        box_iou() over truths x cells, on precomputed edges (the same float values Darknet's
+        overlap() computes per pair), in place, with the truths on the outer axis so that the
+        maximum is an elementwise one; this is the only step that grows with cells x truths."""
+        pred = self._cell_boxes(p, g)[:, None]  # (N, 1, M, 4)
+        # slots Darknet does not read: a unit box far outside the image, IoU 0 with every cell
+        far = torch.tensor([-10.0, -10.0, 1.0, 1.0], device=p.device)
+        boxes = torch.where(valid[..., None], truth[..., 1:], far)[:, :, None]  # (N, T, 1, 4)
+        p_l, p_r, p_t, p_b, p_area = _edges(pred)
+        t_l, t_r, t_t, t_b, t_area = _edges(boxes)
+        cells, slots = pred.shape[2], boxes.shape[1]
         step = max(1, _IOU_CELLS_PER_CHUNK // max(1, g.n * cells))
         best = torch.zeros(g.n, cells, device=p.device)
-        best_t = torch.zeros(g.n, cells, dtype=torch.long, device=p.device)
         for s in range(0, slots, step):
-            iou = box_iou(pred, boxes[:, :, s:s + step])
-            iou = torch.where(valid[:, None, s:s + step] & ~torch.isnan(iou), iou, 0)
-            v, k = iou.max(2)  # first of equal maxima, as Darknet's strict '>'
-            better = v > best
-            best = torch.where(better, v, best)
-            best_t = torch.where(better, k + s, best_t)
-        return best.reshape(-1), best_t.reshape(-1)
+            sl = slice(s, s + step)
+            inter = torch.minimum(p_r, t_r[:, sl])
+            inter.sub_(torch.maximum(p_l, t_l[:, sl])).clamp_(min=0)
+            ih = torch.minimum(p_b, t_b[:, sl])
+            ih.sub_(torch.maximum(p_t, t_t[:, sl])).clamp_(min=0)
+            inter.mul_(ih)
+            union = p_area + t_area[:, sl]
+            inter.div_(union.sub_(inter))
+            best = torch.maximum(best, inter.amax(1))
+        return best.view(g.n * g.a, -1)
 
-    def _cell_deltas(self, p: Tensor, obj: Tensor, d: Tensor, has_truth: Tensor,
-                     best_iou: Tensor) -> None:
-        """Objectness of every cell: pushed to 0 unless the cell overlaps a truth (yolo_layer.c:453-462)."""
+    def _objectness(self, p: Tensor, obj: Tensor, has_truth: Tensor, best_iou: Tensor,
+                    g: _Grid) -> Tensor:
+        """Objectness delta of every cell: toward 0 unless the cell overlaps a truth (453-462)."""
         o = self.o
         d_obj = o.obj_normalizer * (0 - obj)
-        # compare_yolo_class: any class probability > .25, whatever the truth's class
-        match = has_truth & (p[:, 5:] > 0.25).any(1)
-        best_match = torch.where(match, best_iou, 0)
-        ignore = best_match > o.ignore_thresh
+        # compare_yolo_class (any class probability > .25, whatever the truth's class) only
+        # matters where the IoU passes ignore_thresh: read the classes of those cells alone
+        near = (has_truth & (best_iou > o.ignore_thresh)).view(-1).nonzero()[:, 0]
+        if o.classes == 0 or near.numel() == 0:
+            return d_obj
+        near = near[(g.at(p, near, slice(5, None)) > 0.25).any(1)]
+        flat = d_obj.view(-1)
         if o.objectness_smooth:
-            smooth = o.obj_normalizer * (best_match - obj)
-            d_obj = torch.where(ignore & (smooth > d_obj), smooth, d_obj)
+            smooth = o.obj_normalizer * (best_iou.view(-1)[near] - obj.view(-1)[near])
+            flat[near] = torch.maximum(flat[near], smooth)
         else:
-            d_obj = torch.where(ignore, 0, d_obj)
-        d[:, 4] = d_obj
+            flat[near] = 0
+        return d_obj
 
-    def _truth_thresh(self, p: Tensor, obj: Tensor, d: Tensor, truth: Tensor, best_iou: Tensor,
-                      best_t: Tensor, g: _Grid) -> None:
-        """Cells whose best IoU exceeds truth_thresh become positives of that truth (488-503)."""
+    def _truth_thresh(self, p: Tensor, obj: Tensor, d: Tensor, truth: Tensor, valid: Tensor,
+                      best_iou: Tensor, g: _Grid) -> Tensor:
+        """Cells whose best IoU exceeds truth_thresh become positives of that truth (488-503).
+        Returns those cells."""
         o = self.o
-        cells = (best_iou > o.truth_thresh).nonzero()[:, 0]
+        cells = (best_iou.reshape(-1) > o.truth_thresh).nonzero()[:, 0]
         if cells.numel() == 0:
-            return
-        per_image = g.a * g.h * g.w
-        img = cells // per_image
-        rows = truth[img, best_t[cells]]
+            return cells
+        hw = g.h * g.w
+        img = cells // (g.a * hw)
+        pred = self._decode(g.at(p, cells, slice(0, 4)), g.cell_i[cells], g.cell_j[cells],
+                            g.cell_anchor[cells], g)
+        iou = box_iou(pred[:, None], truth[img, :, 1:])
+        iou = torch.where(valid[img] & ~torch.isnan(iou), iou, 0)
+        rows = truth[img, iou.argmax(1)]  # the first truth with the best IoU
         cls = rows[:, 0].long()
         mult = self._multipliers(cls)
-        iou2 = best_iou[cells] * best_iou[cells]
+        iou = best_iou.reshape(-1)[cells]
+        iou2 = iou * iou
         target = iou2 if o.objectness_smooth else 1
-        d[cells, 4] = o.obj_normalizer * (target - obj[cells])
-        new = self._class_rows(p[cells, 5:], cls, torch.zeros_like(p[cells, 5:]))
+        g.put(d, cells, 4, o.obj_normalizer * (target - obj.reshape(-1)[cells]))
+        prob = g.at(p, cells, slice(5, None))
+        new = self._class_rows(prob, cls, torch.zeros_like(prob))
         if o.objectness_smooth:
-            pc = p[cells, 5 + cls]
-            new[torch.arange(len(cells), device=p.device), cls] = mult * (iou2 - pc)
-        d[cells, 5:] = new
-        hw = cells % (g.h * g.w)
-        anchor_pos = (cells // (g.h * g.w)) % g.a
-        anchors = g.mask[anchor_pos]
-        box, _, _ = self._box_deltas(p[cells, :4], hw % g.w, hw // g.w, anchors, rows[:, 1:],
+            k = torch.arange(len(cells), device=p.device)
+            new[k, cls] = mult * (iou2 - prob[k, cls])
+        g.put(d, cells, slice(5, None), new)
+        anchors = g.mask[(cells // hw) % g.a]
+        box, _, _ = self._box_deltas(g.at(p, cells, slice(0, 4)), (cells % hw) % g.w,
+                                     (cells % hw) // g.w, anchors, rows[:, 1:],
                                      o.iou_normalizer * mult, g)
-        d[cells, :4] += box
+        g.put(d, cells, slice(0, 4), box)  # the first box delta of these cells
+        return cells
 
     # -- step 2: every truth --------------------------------------------------------------------
     def _truth_deltas(self, p: Tensor, obj: Tensor, d: Tensor, truth: Tensor, valid: Tensor,
-                      g: _Grid) -> tuple[int, Tensor, Tensor]:
+                      g: _Grid, earlier: Tensor) -> tuple[int, Tensor, Tensor, Tensor, Tensor]:
         """Box, objectness and class deltas of each truth's best anchor (and, with iou_thresh,
-        of every other mask anchor close enough), in Darknet's order (506-636). Returns the
-        count, the IoU sum and the sum of (1 - IoU) or (1 - GIoU) for the cost."""
+        of every other mask anchor close enough), in Darknet's order (506-636).
+
+        Works on the rows of the cells concerned (and of `earlier` cells, the truth_thresh
+        ones); returns the count, the IoU sum, the sum of (1 - IoU) or (1 - GIoU) for the
+        cost, those cells and their updated rows (to be written back)."""
         o = self.o
         img, _ = valid.nonzero(as_tuple=True)  # (image, slot) in Darknet's order
         rows = truth[valid]
         zero = torch.zeros((), dtype=torch.float64, device=p.device)
-        if rows.shape[0] == 0:
-            return 0, zero, zero
-        assign = self._assignments(rows, g)
-        k, anchor = assign
-        if k.numel() == 0:
-            return 0, zero, zero
+        k, anchor = self._assignments(rows, g)
         rows, img = rows[k], img[k]
         cls = rows[:, 0].long()
         i = (rows[:, 1] * g.w).long().clamp_(max=g.w - 1)  # x == 1 would index the next row
         j = (rows[:, 2] * g.h).long().clamp_(max=g.h - 1)
         cell = ((img * g.a + g.mask_pos[anchor]) * g.h + j) * g.w + i
+        cells, inv = torch.unique(torch.cat((earlier, cell)), return_inverse=True)
+        inv = inv[len(earlier):]
+        loc_d = g.at(d, cells, slice(None))
+        if k.numel() == 0:
+            return 0, zero, zero, cells, loc_d
+        loc_p = g.at(p, cells, slice(None))
         mult = self._multipliers(cls)
-        box, iou, giou = self._box_deltas(p[cell, :4], i, j, anchor, rows[:, 1:],
+        box, iou, giou = self._box_deltas(loc_p[inv, :4], i, j, anchor, rows[:, 1:],
                                           o.iou_normalizer * mult, g)
-        obj_val = mult * o.obj_normalizer * (1 - obj[cell])
-        for sel in self._rounds(cell):
-            cs = cell[sel]
-            d[cs, :4] += box[sel]
+        obj_val = mult * o.obj_normalizer * (1 - obj.reshape(-1)[cell])
+        for sel in self._rounds(inv):
+            u = inv[sel]
+            loc_d[u, :4] += box[sel]
             if o.objectness_smooth:
-                cur = d[cs, 4]
-                d[cs, 4] = torch.where(cur == 0, obj_val[sel], cur)
+                cur = loc_d[u, 4]
+                loc_d[u, 4] = torch.where(cur == 0, obj_val[sel], cur)
             else:
-                d[cs, 4] = obj_val[sel]
-            d[cs, 5:] = self._class_rows(p[cs, 5:], cls[sel], d[cs, 5:])
+                loc_d[u, 4] = obj_val[sel]
+            loc_d[u, 5:] = self._class_rows(loc_p[u, 5:], cls[sel], loc_d[u, 5:])
         lost = 1 - (giou if o.iou_loss == "giou" else iou)
-        return int(k.numel()), iou.double().sum(), lost.double().sum()
+        return int(k.numel()), iou.double().sum(), lost.double().sum(), cells, loc_d
 
     def _assignments(self, rows: Tensor, g: _Grid) -> tuple[Tensor, Tensor]:
         """(truth row, anchor) pairs in Darknet's order: per truth its best anchor over all num=
@@ -382,6 +449,8 @@ class YoloLoss:
     def _rounds(cell: Tensor) -> list[Tensor]:
         """Index sets in order, each holding at most one assignment per cell: the r-th
         assignment of every cell is in round r."""
+        if cell.numel() == 0:
+            return []
         order = torch.sort(cell, stable=True).indices
         sorted_cells = cell[order]
         start = torch.ones_like(sorted_cells, dtype=torch.bool)
@@ -395,12 +464,14 @@ class YoloLoss:
             return [pos]
         return [(rank == r).nonzero()[:, 0] for r in range(rounds)]
 
-    def _average_boxes(self, d: Tensor) -> None:
+    @staticmethod
+    def _average_boxes(rows: Tensor) -> None:
         """averages_yolo_deltas (291-306): with iou_thresh, every cell with an objectness delta
-        divides its box deltas by its number of positive class deltas."""
-        count = (d[:, 5:] > 0).sum(1)
-        div = torch.where((d[:, 4] != 0) & (count > 0), count, 1).to(d.dtype)
-        d[:, :4] /= div[:, None]
+        divides its box deltas by its number of positive class deltas (only the cells a truth
+        reached have any)."""
+        count = (rows[:, 5:] > 0).sum(1)
+        div = torch.where((rows[:, 4] != 0) & (count > 0), count, 1).to(rows.dtype)
+        rows[:, :4] /= div[:, None]
 
     # -- step 3: box deltas ---------------------------------------------------------------------
     def _box_deltas(self, raw: Tensor, i: Tensor, j: Tensor, anchor: Tensor, truth: Tensor,
