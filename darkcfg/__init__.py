@@ -29,6 +29,7 @@ _LAZY = {
     "draw_detections": "image",
     "export_onnx": "onnx_export",
     "LoadReport": "weights", "WeightsHeader": "weights",
+    "evaluate": "detector_map", "MapResult": "evaluation",
 }
 
 if TYPE_CHECKING:
@@ -40,6 +41,8 @@ if TYPE_CHECKING:
     from .model import DarknetModel, build, load
     from .onnx_export import export_onnx
     from .weights import LoadReport, WeightsHeader
+    from .detector_map import evaluate
+    from .evaluation import MapResult
 
 
 def __getattr__(name: str) -> Any:
@@ -61,7 +64,7 @@ __all__ = [
     "detect", "detect_batch", "decode", "nms", "select", "Detection", "RawDetections",
     "read_names", "draw_detections", "tune_malloc", "Limits",
     "convert", "save_checkpoint", "load_checkpoint", "FeatureInfo", "feature_info",
-    "export_onnx",
+    "export_onnx", "evaluate", "MapResult",
 ]
 
 __version__ = "0.1.0"

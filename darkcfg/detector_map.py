@@ -5,7 +5,7 @@ Three parts, so that each can be checked and replaced alone:
 - reading the dataset as Darknet does (:mod:`darkcfg.datafile`): ``valid=``, ``names=``,
   ``difficult=``, the label path of each image; paths resolve against the current directory;
 - detection for map (:func:`map_detections`): Darknet's map settings, which are not
-  ``detector test``'s: boxes above 0.005, hier_thresh 0, NMS 0.45 of the kind the cfg's last
+  ``detector test``'s: boxes above 0.005, NMS 0.45 of the kind the cfg's last
   detection layer names, ``letter_box`` from the cfg only; the boxes stay relative to the image;
 - the numbers (:mod:`darkcfg.evaluation`): a pure function of detections and labels.
 
@@ -98,7 +98,7 @@ def map_detections(model: DarknetModel, image: Tensor, settings: NmsSettings | N
                    ) -> tuple[np.ndarray, np.ndarray]:
     """One image's boxes and probabilities as Darknet's map keeps them: the image (a Darknet
     float image, (C, H, W)) resized or letterboxed (the cfg's ``letter_box``), boxes with
-    objectness > 0.005 decoded with hier_thresh 0, then NMS 0.45 of the cfg's kind. Returns
+    objectness > 0.005 decoded (the yolo9000 tree at 0.5), then NMS 0.45 of the cfg's kind. Returns
     `boxes` (K, 4) float32 relative to the image and `probs` (K, classes), in Darknet's order.
 
     This is the per-image step of :func:`evaluate`; a batched pipeline can replace it."""
@@ -114,7 +114,9 @@ def map_detections(model: DarknetModel, image: Tensor, settings: NmsSettings | N
     # Darknet passes the image size only with letterbox (relative=1); otherwise w = h = 1,
     # which leaves every head's boxes relative to the image.
     size = (int(image.shape[-1]), int(image.shape[-2])) if letter else (1, 1)
-    raw = decode(model, outputs, [size], thresh=PR_THRESH, hier_thresh=0.0, letterbox=letter,
+    # map passes hier_thresh 0, but the only head that reads it, [region]'s yolo9000 tree,
+    # hard-codes 0.5 (custom_get_region_detections), which is what darkcfg's decode takes it for.
+    raw = decode(model, outputs, [size], thresh=PR_THRESH, hier_thresh=0.5, letterbox=letter,
                  input_size=(net.width, net.height))[0]
     kept = nms(raw, MAP_NMS, kind=settings.kind, beta=settings.beta, classes=settings.classes)
     return (kept.boxes.detach().cpu().numpy().astype(np.float32),
@@ -184,14 +186,22 @@ class _Tally:
             out.append(f"{self.images} of {total} images could not be read; each was evaluated "
                        f"as a black 10x10 image, as Darknet does")
         if self.labels:
-            out.append(f"{self.labels} of {total} label files are missing or unnamed; each "
-                       f"image counts 0 truths (Darknet lists them in bad.list)")
+            out.append(f"{self.labels} of {total} label files are missing or unnamed; those "
+                       f"images count 0 truths (Darknet lists them in bad.list)")
         if self.difficult:
-            out.append(f"{self.difficult} difficult label files are missing or unnamed")
+            out.append(f"{_count(self.difficult, 'difficult label file')} missing or unnamed")
         if self.rows:
-            out.append(f"{self.rows} label rows have a class outside the model's classes or "
-                       f"x, y, w or h outside (0, 1]; they are used as written, as Darknet does")
+            out.append(f"{_count(self.rows, 'label row')} a class outside the model's or x, y, "
+                       f"w or h outside (0, 1]; used as written, as Darknet does (a class "
+                       f"outside counts as a truth that nothing detects)")
         return tuple(out)
+
+
+def _count(n: int, noun: str) -> str:
+    """'1 label row has' / '3 label rows have' (and 'is'/'are' for 'missing')."""
+    if noun.endswith("file"):
+        return f"{n} {noun} is" if n == 1 else f"{n} {noun}s are"
+    return f"{n} {noun} has" if n == 1 else f"{n} {noun}s have"
 
 
 def _images(dataset: _Dataset, channels: int, tally: _Tally

@@ -204,8 +204,12 @@ class MapAccumulator:
 
     def add(self, image: EvalImage) -> None:
         """One image, in the order of the list (truth indices are global, as Darknet's)."""
-        probs = np.asarray(image.probs, _F32).reshape(len(image.boxes), -1)[:, :self.classes]
         boxes = np.asarray(image.boxes, _F32).reshape(-1, 4)
+        probs = np.asarray(image.probs, _F32)
+        if probs.ndim != 2 or len(probs) != len(boxes):
+            raise ValueError(f"probs of shape {probs.shape} for {len(boxes)} boxes: expected "
+                             f"({len(boxes)}, classes)")
+        probs = probs[:, :self.classes]
         truths = image.truths
         box_index, cls = np.nonzero(probs > 0)  # row-major: Darknet's box, then class order
         prob = probs[box_index, cls]

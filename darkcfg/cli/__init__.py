@@ -26,6 +26,8 @@ COMMANDS = {
     "build": "build",
     "summary": "summary",
     "detect": "detect",
+    "map": "map",
+    "calc_anchors": "calc_anchors",
     "convert": "convert",
     "partial": "partial",
     "export": "export",
