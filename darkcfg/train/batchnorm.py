@@ -14,7 +14,7 @@ from torch import Tensor, nn
 
 from ..layers._common import BatchNorm1d
 
-__all__ = ["DarknetBatchNormFunction", "train_batchnorm"]
+__all__ = ["DarknetBatchNormFunction", "train_batchnorm", "roll_now", "Roll"]
 
 EPS = 1e-5
 
@@ -63,27 +63,40 @@ class DarknetBatchNormFunction(torch.autograd.Function):
         return gx, g_scale, g_bias, None
 
 
-def _darknet(bn: nn.Module, x: Tensor, bias_learns: bool) -> Tensor:
-    y, mean, var = DarknetBatchNormFunction.apply(x, bn.weight, bn.bias, bias_learns)
-    keep = 0.95 if isinstance(bn, BatchNorm1d) else 0.9  # connected_layer.c:191-194 vs .9/.1
+# (bn module, batch mean, unbiased batch variance, keep): the rolling update of one pass,
+# r = keep * r + (1 - keep) * stat. Applied at once, or collected (data parallel training).
+Roll = Callable[[nn.Module, Tensor, Tensor, float], None]
+
+
+def roll_now(bn: nn.Module, mean: Tensor, var: Tensor, keep: float) -> None:
     with torch.no_grad():
         bn.running_mean.mul_(keep).add_(mean, alpha=1 - keep)
         bn.running_var.mul_(keep).add_(var, alpha=1 - keep)
+
+
+def _darknet(bn: nn.Module, x: Tensor, roll: Roll) -> Tensor:
+    y, mean, var = DarknetBatchNormFunction.apply(x, bn.weight, bn.bias, False)
+    roll(bn, mean, var, 0.95 if isinstance(bn, BatchNorm1d) else 0.9)  # connected_layer.c:191-194
     return y
 
 
-def _cudnn(bn: nn.Module, x: Tensor) -> Tensor:
+def _cudnn(bn: nn.Module, x: Tensor, roll: Roll) -> Tensor:
     """cuDNN's training batch norm: biased variance, exact gradient, rolling factor .01 with the
     unbiased variance (cudnnBatchNormalizationForwardTraining, batchnorm_layer.c GPU path)."""
-    return F.batch_norm(x, bn.running_mean, bn.running_var, bn.weight, bn.bias, training=True,
-                        momentum=0.01, eps=EPS)
+    if roll is roll_now:
+        return F.batch_norm(x, bn.running_mean, bn.running_var, bn.weight, bn.bias,
+                            training=True, momentum=0.01, eps=EPS)
+    with torch.no_grad():
+        dims = [0, *range(2, x.dim())]
+        roll(bn, x.mean(dims), x.var(dims, correction=1), 0.99)
+    return F.batch_norm(x, None, None, bn.weight, bn.bias, training=True, eps=EPS)
 
 
-def train_batchnorm(kind: str) -> Callable[[nn.Module, Tensor], Tensor]:
+def train_batchnorm(kind: str, roll: Roll = roll_now) -> Callable[[nn.Module, Tensor], Tensor]:
     """The BN function of `Semantics.batchnorm`: "darknet" (the CPU build, no bias gradient) or
-    "cudnn"."""
+    "cudnn"; `roll` applies (or collects) each pass's rolling-statistics update."""
     if kind == "darknet":
-        return lambda bn, x: _darknet(bn, x, bias_learns=False)
+        return lambda bn, x: _darknet(bn, x, roll)
     if kind == "cudnn":
-        return _cudnn
+        return lambda bn, x: _cudnn(bn, x, roll)
     raise ValueError(f"unknown batch norm kind {kind!r}")

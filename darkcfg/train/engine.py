@@ -26,7 +26,7 @@ from torch import Tensor, nn
 
 from ..graph import NETWORK_INPUT, LayerSpec
 from ..layers._common import TRAIN_BATCHNORM
-from .batchnorm import train_batchnorm
+from .batchnorm import Roll, roll_now, train_batchnorm
 from .config import LayerTrainOptions
 from .losses import Loss, LossContext, Targets
 from .semantics import Semantics
@@ -84,7 +84,8 @@ class Engine:
     """Forward and Darknet's backward of one mini-batch, with persistent per-layer deltas."""
 
     def __init__(self, model: nn.Module, semantics: Semantics,
-                 layer_options: Sequence[LayerTrainOptions], losses: dict[int, Loss]) -> None:
+                 layer_options: Sequence[LayerTrainOptions], losses: dict[int, Loss],
+                 roll: Roll = roll_now) -> None:
         self.model = model
         self.semantics = semantics
         self.specs: list[LayerSpec] = list(model.network.layers)
@@ -93,7 +94,7 @@ class Engine:
         self.frozen = self._frozen_prefix()
         self.modes = [input_delta_modes(s, semantics) for s in self.specs]
         self.deltas: list[Tensor | None] = [None] * len(self.specs)
-        self._bn = train_batchnorm(semantics.batchnorm)
+        self._bn = train_batchnorm(semantics.batchnorm, roll)
         self._records: list[_Record | None] = []
         # trace=True keeps, from the last pass, each layer's train-mode output and its delta as
         # Darknet's l.delta holds it after backward_network (in place transformed: a conv's is

@@ -20,6 +20,9 @@ from .config import LayerTrainOptions, NetTrainOptions, read_train_options
 from .engine import TRAIN_LAYER_TYPES, Engine
 from .losses import Loss, LossContext, Targets, loss_factory
 from .losses.targets import check_detection_targets
+from . import distributed
+from .batchnorm import roll_now
+from .distributed import DataParallel
 from .optim import DarknetSGD
 from .sections import section_options
 from .semantics import Semantics, semantics
@@ -62,7 +65,11 @@ class Trainer:
         self.options, self.layer_options = read_train_options(self.network)
         self._check_trainable()
         self.losses = self._make_losses()
-        self.engine = Engine(model, self.semantics, self.layer_options, self.losses)
+        self.parallel = DataParallel(self.options.subdivisions) if distributed.active() else None
+        self.engine = Engine(model, self.semantics, self.layer_options, self.losses,
+                             roll=self.parallel.roll if self.parallel else roll_now)
+        if self.parallel is not None:
+            self.parallel.register(model, self.engine.frozen)
         o, sem = self.options, self.semantics
         groups = self._param_groups()
         # None: no layer Darknet updates (a cfg of heads only, or everything frozen)
@@ -176,9 +183,13 @@ class Trainer:
         costs_sum: list[float] = []
         device = self._device()
         for s in range(o.subdivisions):
+            self.seen += mb
+            if self.parallel is not None:
+                if not self.parallel.mine(s):
+                    continue
+                self.parallel.current = s
             x = images[s * mb:(s + 1) * mb].to(device)
             t = self._slice_targets(targets, s * mb, (s + 1) * mb, device)
-            self.seen += mb
             ctx = LossContext(self.network.net.width, self.network.net.height, self.seen,
                               self.iteration, o.max_batches, self.semantics.name)
             costs = self.engine.forward(x, t, ctx)
@@ -186,6 +197,10 @@ class Trainer:
             values = [float(c) for c in costs]
             costs_sum = values if not costs_sum else [a + b for a, b in zip(costs_sum, values)]
             total += float(np.float32(sum(values)) / np.float32(len(values)))
+        if self.parallel is not None:
+            params = [p for g in self.optimizer.param_groups for p in g["params"]] \
+                if self.optimizer is not None else []
+            total = self.parallel.reduce(params, total, device)
         loss = float(np.float32(total) / np.float32(o.subdivisions * mb))
         if not math.isfinite(loss):
             self._raise_nan(loss)
@@ -204,6 +219,24 @@ class Trainer:
         for p in self.model.parameters():
             return p.device
         return torch.device("cpu")
+
+    # -- state ----------------------------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        """What a weights file does not hold: seen, the update buffers (momentum, Adam) and
+        Darknet's persistent per-layer deltas (which carry over on the CPU build)."""
+        return {"seen": self.seen, "iteration": self.iteration,
+                "optimizer": self.optimizer.state_dict() if self.optimizer is not None else None,
+                "deltas": [None if d is None else d.detach().cpu() for d in self.engine.deltas]}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.seen = int(state["seen"])
+        self.iteration = int(state["iteration"])
+        if self.optimizer is not None and state.get("optimizer") is not None:
+            self.optimizer.load_state_dict(state["optimizer"])
+        device = self._device()
+        deltas = state.get("deltas") or []
+        if len(deltas) == len(self.engine.deltas):
+            self.engine.deltas = [None if d is None else d.to(device) for d in deltas]
 
     # -- checks -----------------------------------------------------------------------------------
     def _check_images(self, images: Tensor) -> None:
