@@ -210,7 +210,9 @@ class Trainer:
             self._set_skips(batch_num)
             self.optimizer.step(rate=self.options.schedule.rate(batch_num), batch=o.batch,
                                 t=batch_num)
-            self.optimizer.zero_grad(set_to_none=True)
+        # every parameter, also those Darknet never updates ([connected], frozen by
+        # train_only_bn), whose gradients would otherwise pile up
+        self.model.zero_grad(set_to_none=True)
         self.last_costs = costs_sum
         self.model.weights_header = WeightsHeader(0, 2, 5, self.iteration * o.batch)
         return loss
