@@ -113,7 +113,7 @@ class RegionLoss:
                 raise opts.error(f"map={o.map_file}: line {line + 1} maps to class {c}, outside "
                                  f"0..{self.class_entries - 1}", "map")
         self.stats: RegionStats | None = None  # of the last call
-        self._paths: dict[int, tuple[list[int], list[int]]] = {}
+        self._paths: dict[int, tuple[Tensor, Tensor]] = {}
 
     def __call__(self, output: Tensor, input: Tensor, targets: Targets,
                  ctx: LossContext) -> LossOutput:
@@ -130,7 +130,9 @@ class RegionLoss:
         truth, valid = truth_slots(targets, self.max_boxes, out.device)
         raw = truth[..., 0].long()
         anchors = torch.tensor(o.anchors, dtype=torch.float32, device=out.device)  # (num, 2)
-        delta = torch.zeros(out.shape, dtype=out.dtype, device=out.device)
+        # allocated in the conv layout Darknet passes back; written through Darknet's order
+        conv = torch.zeros(output.shape, dtype=torch.float32, device=out.device)
+        delta = conv.view(n_img, o.num, o.entries, h * w).permute(0, 3, 1, 2)
         cells = torch.arange(h * w, device=out.device)
         col, row = (cells % w).float()[:, None], (cells // w).float()[:, None]
         sx, sy = torch.sigmoid(out[..., 0]), torch.sigmoid(out[..., 1])
@@ -145,8 +147,7 @@ class RegionLoss:
         stats.anyobj = out[..., REGION_OBJECTNESS].sum()
         stats.cells = n_img * h * w * o.num
         self.stats = stats
-        conv = delta.permute(0, 2, 3, 1).reshape(n_img, c, h, w)
-        cost = squared_norm(delta)
+        cost = squared_norm(conv)
         return LossOutput(conv, cost)
 
     def _mapped(self, cls: Tensor, valid: Tensor) -> Tensor:
@@ -229,16 +230,15 @@ class RegionLoss:
         zero = out.new_zeros(())
         if b.numel() == 0:
             return RegionStats(zero, zero, zero, zero, zero, 0, 0, 0)
-        at = out[b, cell]  # (T, anchors, entries)
         if o.bias_match:
-            sw = (anchors[:, 0] / w).expand_as(at[..., 0])
-            sh = (anchors[:, 1] / h).expand_as(at[..., 0])
+            sw = (anchors[:, 0] / w).expand(b.numel(), -1)
+            sh = (anchors[:, 1] / h).expand(b.numel(), -1)
         else:
-            sw, sh = self._pred_wh(at, anchors, w, h)
+            sw, sh = self._pred_wh(out[b, cell, :, :4], anchors, w, h)  # (T, anchors)
         z = torch.zeros_like(sw)
         shape_iou = box_iou(z, z, sw, sh, z, z, tw[:, None], th[:, None])
         best_n = torch.where(shape_iou > 0, shape_iou, 0).argmax(1)
-        x = at[torch.arange(b.numel(), device=b.device), best_n]  # (T, entries)
+        x = out[b, cell, best_n]  # (T, entries)
         sx, sy = torch.sigmoid(x[:, 0]), torch.sigmoid(x[:, 1])
         aw, ah = anchors[best_n, 0], anchors[best_n, 1]
         pw = (torch.exp(x[:, 2].double()) * aw.double() / w).float()
@@ -262,15 +262,13 @@ class RegionLoss:
                     written: Tensor, value: Tensor) -> None:
         """Assign the truths' deltas in Darknet's order: per cell and anchor the last truth's box
         and objectness; per class entry the last truth that wrote it."""
-        num = self.opts.num
-        slot = (b * delta.shape[1] + cell) * num + anchor
+        slot = (b * delta.shape[1] + cell) * self.opts.num + anchor
         uniq, u = torch.unique(slot, return_inverse=True)
         order = torch.arange(slot.numel(), device=slot.device)
         last = torch.full((uniq.numel(),), -1, dtype=torch.long, device=slot.device)
         last.scatter_reduce_(0, u, order, "amax")
-        flat = delta.view(-1, delta.shape[-1])
         win = last[u] == order
-        flat[slot[win], :REGION_OBJECTNESS + 1] = head[win]
+        delta[b[win], cell[win], anchor[win], :REGION_OBJECTNESS + 1] = head[win]
         e = self.class_entries
         rows, ents = written.nonzero(as_tuple=True)
         key = u[rows] * e + ents
@@ -278,7 +276,7 @@ class RegionLoss:
         last_e.scatter_reduce_(0, key, rows, "amax")
         keep = last_e[key] == rows
         rows, ents = rows[keep], ents[keep]
-        flat[slot[rows], REGION_CLASSES + ents] = value[rows, ents]
+        delta[b[rows], cell[rows], anchor[rows], REGION_CLASSES + ents] = value[rows, ents]
 
     # -- class deltas (delta_region_class) ------------------------------------------------------
     def _class_delta(self, x: Tensor, cls: Tensor, scale: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -306,18 +304,19 @@ class RegionLoss:
         """(M, nodes) masks: entries in the softmax groups along each class's path to the root,
         and 1 on the path's nodes (the classes delta_region_class pushes up)."""
         uniq, inv = torch.unique(cls.cpu(), return_inverse=True)
+        paths = [self._path(c) for c in uniq.tolist()]
+        rows = [torch.full((len(g),), r) for r, (g, _) in enumerate(paths)]
         written = torch.zeros(uniq.numel(), self.class_entries, dtype=torch.bool)
+        written[torch.cat(rows), torch.cat([g for g, _ in paths])] = True
+        rows = [torch.full((len(p),), r) for r, (_, p) in enumerate(paths)]
         onehot = torch.zeros(uniq.numel(), self.class_entries)
-        for r, c in enumerate(uniq.tolist()):
-            groups, path = self._path(c)
-            written[r, groups] = True
-            onehot[r, path] = 1
+        onehot[torch.cat(rows), torch.cat([p for _, p in paths])] = 1
         inv = inv.to(device)
         return written.to(device)[inv], onehot.to(device)[inv]
 
-    def _path(self, c: int) -> tuple[list[int], list[int]]:
+    def _path(self, c: int) -> tuple[Tensor, Tensor]:
         """delta_region_class's walk from class c to its root: the entries of every softmax
-        group on the way, and the nodes on the path."""
+        group on the way, and the nodes on the path (cached per class)."""
         if c not in self._paths:
             tree = self.tree
             assert tree is not None
@@ -330,7 +329,8 @@ class RegionLoss:
                 groups.extend(range(start, start + tree.group_size[g]))
                 path.append(node)
                 node = tree.parent[node]
-            self._paths[c] = (groups, path)
+            self._paths[c] = (torch.tensor(groups, dtype=torch.long),
+                              torch.tensor(path, dtype=torch.long))
         return self._paths[c]
 
 
