@@ -8,8 +8,9 @@ falling in a cell wins, x and y relative to that cell. Per image and cell:
 
 * every confidence: `noobject_scale*(0 - p)`;
 * a cell with an object: class deltas `class_scale*(t - p)`; the responsible box is the one with
-  the best IoU with the truth, or, when every IoU is 0, the smallest RMSE below 20 (none: Darknet's
-  index -1, which lands on the previous cell's last box and confidence; reproduced); `forced=1`
+  the best IoU with the truth, or, when every IoU is 0, the smallest RMSE below 20 (none: Darknet
+  uses index -1, i.e. the entries just before this cell's first box and confidence, which are
+  the previous cell's; reproduced, except that a write before the whole buffer raises); `forced=1`
   picks box 1 for truths with w*h < .1, else box 0; `random=1` picks `rand() % num` while
   seen < 64000. Its confidence gets `object_scale*(1 - p)` (rescore: `(iou - p)`), its box
   `coord_scale*(t - p)` (sqrt: sqrt(t) for w, h).
@@ -21,6 +22,7 @@ A box at x == 1 or y == 1 lands where Darknet's index arithmetic puts it (column
 next row's first cell); past the last cell (Darknet writes into the next image's truth) it is
 dropped, as are boxes at x == y == 0 (correct_boxes marks them invalid and Darknet then indexes
 far outside the grid). Cost = ||delta||^2, as Darknet overwrites its running sum with that.
+Darknet's GPU build runs this same forward on the CPU and adds the delta back the same way.
 """
 
 from __future__ import annotations
