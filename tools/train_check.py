@@ -21,6 +21,9 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("cases", nargs="*")
     p.add_argument("--darknet", default="cpu")
+    p.add_argument("--resync", action="store_true",
+                   help="start each iteration from Darknet's weights after the previous one "
+                        "(cases whose segments are all stored), as tests/test_train_oracle.py")
     args = p.parse_args()
     names = args.cases or train_cases()
     bad = 0
@@ -28,7 +31,8 @@ def main() -> int:
     for name in names:
         start = time.perf_counter()
         try:
-            results = TrainCase(name).run(args.darknet)
+            case = TrainCase(name)
+            results = case.run(args.darknet, resync=args.resync and case.resyncable)
         except Exception as exc:  # report and go on with the other cases
             print(f"{name:28} --  error: {type(exc).__name__}: {exc}")
             bad += 1
