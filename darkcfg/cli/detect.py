@@ -4,11 +4,17 @@ The model loads once; :mod:`darkcfg.sources` turns the arguments into image path
 is checked before it loads, so a typo costs no start-up. One image (one path argument) prints
 exactly its lines and fails as a whole; with several, each image prints under its path, and one
 that cannot be read is reported on one line while the others still run (exit status 1).
+
+Images go through :mod:`darkcfg.pipeline`: decoded in `--workers` processes, the forward in
+batches of `--batch` on the fused channels-last model, a progress bar on a terminal's stderr.
+A video file (by suffix, PyAV) is Darknet's `detector demo` on that file: every frame detected,
+`--out` writes the annotated video, `--json` one frame object per frame.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -33,7 +39,9 @@ def add_arguments(d: argparse.ArgumentParser) -> None:
     d.add_argument("images", nargs="+", metavar="IMAGE",
                    help="an image; a folder (its images, sorted by name); a list file (.txt or "
                         ".list: one image path per line, relative to the current directory, as "
-                        "Darknet reads them); or - to read that list from standard input")
+                        "Darknet reads them); - to read that list from standard input; or one "
+                        "video file (.mp4, .avi, .mkv, ...: Darknet's `detector demo` on it; "
+                        "needs the video extra, PyAV)")
     d.add_argument("--names", help="class names file (e.g. coco.names), one line per class; "
                                    "default: class numbers")
     d.add_argument("--thresh", type=float, default=0.25, help="probability threshold (0.25)")
@@ -48,34 +56,72 @@ def add_arguments(d: argparse.ArgumentParser) -> None:
                      help="plain resize even if the cfg asks for letter_box")
     d.add_argument("--out", help="write the image with boxes and labels drawn to this file; for "
                                  "several images (or a folder or list), to this existing folder, "
-                                 "each named after its input")
+                                 "each named after its input; for a video, the annotated "
+                                 "video file")
     d.add_argument("--json", action="store_true",
                    help="print one JSON document for all images in Darknet's `-out` layout: per "
                         "image frame_id, filename and objects (class_id, name, "
                         "relative_coordinates, confidence)")
+    d.add_argument("--batch", type=int, default=8,
+                   help="images per forward pass (8); detections do not depend on it beyond "
+                        "float rounding")
+    d.add_argument("--workers", type=int, default=None,
+                   help="processes decoding and resizing images (default: min(4, CPUs); 0: "
+                        "in the main process)")
     add_load_arguments(d)
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..detection import check_names, detect, nms_settings
-    from ..image import draw_detections
     from ..model import load
-    from ..sources import SourceError, expand, names_one_image, open_image
+    from ..pipeline import prepare_model
+    from ..sources import expand, names_one_image
+    from ..video import is_video
 
+    _check_counts(args)
+    if len(args.images) == 1 and is_video(args.images[0]) and not Path(args.images[0]).is_dir():
+        return _run_video(args)
     single = names_one_image(args.images)
     images = expand(args.images)
     outs = out_paths(images, args.out, single=single) if args.out else [None] * len(images)
-    model = load(args.cfg, args.weights, **load_kwargs(args))
+    model = prepare_model(load(args.cfg, args.weights, **load_kwargs(args)), copy_model=False)
+    return _run_images(args, model, images, outs, single)
+
+
+def _check_counts(args: argparse.Namespace) -> None:
+    if args.batch < 1:
+        raise ValueError(f"--batch {args.batch}: must be at least 1")
+    if args.workers is not None and args.workers < 0:
+        raise ValueError(f"--workers {args.workers}: must be 0 or more")
+
+
+def _settings(args: argparse.Namespace):
+    from ..pipeline import Settings
+
+    return Settings(thresh=args.thresh, hier_thresh=args.hier_thresh, nms=args.nms,
+                    letterbox=args.letterbox)
+
+
+def _run_images(args: argparse.Namespace, model, images: list[Path], outs: list,
+                single: bool) -> int:
+    from ..detection import check_names, nms_settings, select
+    from ..image import draw_detections
+    from ..pipeline import run as run_pipeline
+    from ..sources import SourceError
+
     names = check_names(args.names, model) if args.names else None
     classes = nms_settings(model.network).classes  # Darknet colours by its NMS layer's count
     frames, failed = [], 0
-    for frame_id, (path, out) in enumerate(zip(images, outs), 1):
+    results = run_pipeline(model, images, _settings(args), batch=args.batch,
+                           workers=args.workers, keep_pixels=args.out is not None,
+                           progress=not getattr(args, "quiet", False), prepare=False)
+    for r, out in zip(results, outs):
+        path = images[r.index]
         try:
-            image = open_image(path)
-            found = detect(model, image, thresh=args.thresh, nms=args.nms,
-                           letterbox=args.letterbox, hier_thresh=args.hier_thresh, names=names)
+            if r.error is not None:
+                raise SourceError(r.error)
+            found = select(r.raw, r.size, thresh=args.thresh, names=names)
             if out is not None:
-                _save(draw_detections(image, found, classes=classes), out)
+                _save(draw_detections(r.pixels, found, classes=classes), out)
         except SourceError as exc:
             if single:
                 raise
@@ -83,12 +129,54 @@ def run(args: argparse.Namespace) -> int:
             failed += 1
             continue
         if args.json:
-            frames.append(darknet_frame(frame_id, str(path), found))
+            frames.append(darknet_frame(r.index + 1, str(path), found))
         else:
             _print_lines(found, None if single else path)
     if args.json:
         print(format_frames(frames))
     return 1 if failed else 0
+
+
+def _run_video(args: argparse.Namespace) -> int:
+    """Darknet's `detector demo` on a file: each frame as `detector test` sees it (hier_thresh
+    = thresh, as demo passes; demo's -avgframes smoothing of the outputs across frames is not
+    done), drawn into `--out` (a video file), printed or put in --json."""
+    from ..detection import check_names, nms_settings, select
+    from ..image import draw_detections
+    from ..model import load
+    from ..pipeline import Preprocess, loader, prepare_model, progress_bar, run_loader
+    from ..video import VideoFrames, VideoWriter, check_video_out
+
+    video = args.images[0]
+    if args.out:
+        check_video_out(args.out, video)
+    model = prepare_model(load(args.cfg, args.weights, **load_kwargs(args)), copy_model=False)
+    names = check_names(args.names, model) if args.names else None
+    classes = nms_settings(model.network).classes
+    settings = dataclasses.replace(_settings(args), hier_thresh=args.thresh)  # as demo passes
+    frames_in = VideoFrames(video, Preprocess.of(model, settings.letterbox),
+                            keep_pixels=args.out is not None)
+    count, rate = frames_in.info()
+    results = run_loader(model, loader(frames_in, batch=args.batch, workers=args.workers),
+                         settings, prepare=False)
+    frames = []
+    writer = VideoWriter(args.out, rate) if args.out else None
+    try:
+        for r in progress_bar(results, count or None, not getattr(args, "quiet", False),
+                              unit="frame"):
+            found = select(r.raw, r.size, thresh=args.thresh, names=names)
+            if writer is not None:
+                writer.write(draw_detections(r.pixels, found, classes=classes))
+            if args.json:
+                frames.append(darknet_frame(r.index + 1, video, found))
+            else:
+                _print_lines(found, Path(r.path))
+    finally:
+        if writer is not None:
+            writer.close()
+    if args.json:
+        print(format_frames(frames))
+    return 0
 
 
 def _print_lines(found: list[Detection], header: Path | None) -> None:
