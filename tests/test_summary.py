@@ -43,9 +43,10 @@ def _build(net: darkcfg.Network, **kw) -> darkcfg.DarknetModel:
 # change reaches it. Feeding ones on the half-plane "column < t" changes output pixel o iff its
 # first input column is < t; binary search over t finds that column exactly, and likewise the
 # last one with "column >= t". Nothing here uses darkcfg.summary.
-# "Changes" is a bit-exact compare, so the unchanged base image rides in the same batch as the
-# probes: CPU kernels (oneDNN, BLAS) may round differently for another batch size, thread split
-# or CPU family, and then every pixel would seem to change.
+# The unchanged base image rides in the same batch as the probes, and "changes" means by more
+# than 1e-5 relative: CPU kernels round differently for another batch size, thread split, vector
+# width or CPU family (a 1-ulp difference is not a change), while a real change is >= 1e-3
+# relative here, or any change at all of an exact 0 (which every kernel keeps exactly 0).
 
 def _positive(model: torch.nn.Module, bias: float = 0.0) -> torch.nn.Module:
     g = torch.Generator().manual_seed(0)
@@ -100,7 +101,8 @@ def _support(net: darkcfg.Network, queries: list[Query], *, bias: float = 0.0
                     x[img, :, part, :] = 1
         got = values(x)
         for k in range(n):
-            changed = (got[k] != got[k][2 * n]).any(1)
+            base = got[k][2 * n]
+            changed = ((got[k] - base).abs() > 1e-5 * base.abs()).any(1)
             lo[k][1 if changed[k] else 0] = tl[k]
             hi[k][0 if changed[n + k] else 1] = th[k]
     return [(a[1] - 1, b[0]) for a, b in zip(lo, hi)]
