@@ -53,5 +53,5 @@ def test_backbone_prefix_of_official_weights() -> None:
     full = darkcfg.load(root / "yolov3-tiny.cfg", root / "yolov3-tiny.weights", out_indices=[8, 12])
     x = torch.rand(1, 3, 416, 416)
     with torch.no_grad():
-        for a, b in zip(model(x), full(x)):
-            assert torch.equal(a, b)
+        for a, b in zip(model(x), full(x)):  # two instances: the same within float rounding
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
