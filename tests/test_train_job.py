@@ -202,3 +202,17 @@ def test_full_disk_keeps_the_previous_file(job_files, monkeypatch) -> None:
     assert _seen(last) == 2 * 4
     assert sorted(p.name for p in (job_files / "backup").iterdir()) == \
         ["shapes_last.state", "shapes_last.weights"]  # no temporary file left behind
+
+
+def test_amp_trains_close_to_float32() -> None:
+    """bfloat16 autocast is a documented deviation: close to the float32 iteration, not equal."""
+    from darkcfg.train import Trainer
+
+    losses = {}
+    for amp in (False, True):
+        torch.manual_seed(0)
+        trainer = Trainer(darkcfg.build(CFG), amp=amp)
+        losses[amp] = [trainer.step(*batches(it, 64, 64)) for it in range(3)]
+        assert trainer.engine.amp is amp
+    np.testing.assert_allclose(losses[True], losses[False], rtol=2e-2)
+    assert losses[True] != losses[False]  # it did run in bfloat16

@@ -39,6 +39,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--darknet", choices=("gpu", "cpu"), default="gpu",
                    help="the Darknet build whose training to reproduce (gpu: the CUDA build "
                         "people train with; cpu: the CPU build, bugs included)")
+    p.add_argument("--amp", action="store_true",
+                   help="mixed precision (bfloat16 autocast) on recent GPUs: faster, and not "
+                        "what Darknet computes (its training is float32)")
     p.add_argument("--no-chart", dest="chart", action="store_false",
                    help="do not write chart_<cfg>.png")
     p.add_argument("--weights-cfg",
@@ -53,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
     options = JobOptions(args.data, args.cfg, args.weights, clear=args.clear,
                          calc_map=args.calc_map, device=device, workers=args.workers,
                          seed=args.seed, darknet=args.darknet, map_epochs=args.map_epochs,
-                         chart=args.chart, weights_cfg=args.weights_cfg)
+                         chart=args.chart, weights_cfg=args.weights_cfg, amp=args.amp)
     return TrainJob(options).run()
 
 

@@ -18,6 +18,7 @@ Parameter gradients accumulate in `.grad` as Darknet's `*_updates` do (with the 
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -101,6 +102,9 @@ class Engine:
         # the gradient at its linear output, before BN and activation), for layer-by-layer checks.
         self.trace = False
         self.first_nonfinite: int | None = None  # after a pass with a non-finite cost
+        # amp: layers run under bfloat16 autocast (heads, losses and deltas of the heads stay
+        # float32). Not Darknet: its training is float32 (CUDNN_HALF only with loss_scale != 1).
+        self.amp = False
         self.traced_outputs: dict[int, Tensor] = {}
         self.traced_deltas: dict[int, Tensor] = {}
 
@@ -164,7 +168,7 @@ class Engine:
         keeps_delta = not (self.semantics.zero_every_delta or spec.type in TRAIN_LAYER_TYPES)
         point = _in_place_point(module) if keeps_delta or self.trace else None
         if point is None:
-            with torch.enable_grad():
+            with torch.enable_grad(), self._autocast():
                 y = module(*args)
             return y.detach(), _Record(leaves, y)
         caught: list[Tensor] = []
@@ -178,11 +182,17 @@ class Engine:
         hook = point[0].register_forward_hook(catch) if point[1] \
             else point[0].register_forward_pre_hook(catch)
         try:
-            with torch.enable_grad():
+            with torch.enable_grad(), self._autocast():
                 y = module(*args)
         finally:
             hook.remove()
         return y.detach(), _Record(leaves, y, caught[-1] if caught else None)
+
+    def _autocast(self):
+        if not self.amp:
+            return contextlib.nullcontext()
+        device = next((p.device for p in self.model.parameters()), torch.device("cpu"))
+        return torch.autocast(device.type, dtype=torch.bfloat16)
 
     @staticmethod
     def _frozen_forward(module: nn.Module, inputs: list[Tensor]) -> Tensor:
@@ -200,8 +210,8 @@ class Engine:
     def _loss_forward(self, i: int, inputs: list[Tensor], targets: Targets, ctx: LossContext
                       ) -> tuple[Tensor, Tensor, _Record]:
         with torch.no_grad():
-            y = self.model.layers[i](*inputs)
-            out = self.losses[i](y, inputs[0], targets, ctx)
+            y = self.model.layers[i](*[t.float() for t in inputs])  # heads in float32 (amp)
+            out = self.losses[i](y, inputs[0].float(), targets, ctx)
         self.deltas[i] = out.delta.to(y.dtype)  # loss layers overwrite their delta in forward
         return y, out.cost, _Record([inputs[0]], y)
 

@@ -49,6 +49,7 @@ class JobOptions:
     map_every: int | None = None  # override the mAP interval (iterations)
     chart: bool = True
     weights_cfg: str | None = None  # the cfg `weights` was saved with (shape-aware transfer)
+    amp: bool = False  # bfloat16 autocast (see Trainer)
     out: Callable[[str], None] = field(default=lambda line: print(line, flush=True))
 
 
@@ -99,7 +100,7 @@ class TrainJob:
         self.base = Path(options.cfg).stem  # Darknet's basecfg
         self.backup = Path(self.data.get("backup", "/backup/"))
         self.model = model if model is not None else self._load_model()
-        self.trainer = Trainer(self.model, darknet=options.darknet)
+        self.trainer = Trainer(self.model, darknet=options.darknet, amp=options.amp)
         self.main = self.trainer.parallel is None or self.trainer.parallel.rank == 0
         net = self.trainer.network.net
         self.init_size = (net.width, net.height)

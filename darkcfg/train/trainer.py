@@ -55,9 +55,11 @@ class Trainer:
     `darknet`: "gpu" (default) follows Darknet's CUDA/cuDNN build, which people train with;
     "cpu" reproduces the CPU build, training bugs included (see darkcfg.train.semantics).
     Switches of :class:`~darkcfg.train.semantics.Semantics` can be overridden by keyword.
-    The trainer runs where the model's parameters are (CPU or CUDA)."""
+    The trainer runs where the model's parameters are (CPU or CUDA). `amp=True` runs the layers
+    under bfloat16 autocast: faster on recent GPUs, and a deviation from Darknet, which trains
+    in float32."""
 
-    def __init__(self, model: nn.Module, *, darknet: str | Semantics = "gpu",
+    def __init__(self, model: nn.Module, *, darknet: str | Semantics = "gpu", amp: bool = False,
                  **switches: object) -> None:
         self.model = model
         self.network = model.network
@@ -70,6 +72,7 @@ class Trainer:
                              roll=self.parallel.roll if self.parallel else roll_now)
         if self.parallel is not None:
             self.parallel.register(model, self.engine.frozen)
+        self.engine.amp = amp
         o, sem = self.options, self.semantics
         groups = self._param_groups()
         # None: no layer Darknet updates (a cfg of heads only, or everything frozen)
