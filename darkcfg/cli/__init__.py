@@ -28,7 +28,6 @@ COMMANDS = {
     "detect": "detect",
     "map": "map",
     "valid": "valid",
-    "valid": "valid",
     "calc_anchors": "calc_anchors",
     "train": "train",
     "convert": "convert",
