@@ -33,9 +33,9 @@ import numpy as np
 
 from .errors import CfgError
 
-__all__ = ["DataFile", "Labels", "LabelNote", "read_data", "parse_data", "read_image_list", "parse_image_list",
-           "label_path", "label_path_note", "read_labels", "parse_labels", "LABEL_RULES",
-           "LABEL_SUFFIXES"]
+__all__ = ["DataFile", "Labels", "LabelNote", "read_data", "parse_data", "read_image_list",
+           "parse_image_list", "label_path", "label_path_note", "read_labels", "parse_labels",
+           "LABEL_RULES", "LABEL_SUFFIXES"]
 
 # replace_image_to_label's substitutions, in its order; each replaces the first occurrence only.
 LABEL_RULES: tuple[tuple[str, str], ...] = (

@@ -45,17 +45,20 @@ def _weights() -> str:
     return str(SHARED / "official" / "yolov3-tiny.weights")
 
 
-_MEMO: dict[tuple[int, str], tuple[np.ndarray, np.ndarray]] = {}
+_MEMO: dict[tuple[str, str], tuple[np.ndarray, np.ndarray]] = {}
 
 
 @pytest.fixture()
 def memo_detections(monkeypatch):
-    """The clean and hard sets are the same 16 images: detect each once per model for all
-    cases (the first call is the real one; evaluate looks map_detections up at call time)."""
+    """The clean and hard sets are the same 16 images: detect each once per network setup for
+    all cases (the first call is the real one; evaluate looks map_detections up at call
+    time)."""
     real = detector_map.map_detections
 
     def cached(model, image, settings=None):
-        key = (id(model.network.net), hashlib.sha1(image.numpy().tobytes()).hexdigest())
+        net = model.network.net  # every model here has the official weights
+        key = (f"{net.width}x{net.height}x{net.channels} letter_box={net.letter_box} "
+               f"{settings}", hashlib.sha1(image.numpy().tobytes()).hexdigest())
         if key not in _MEMO:
             _MEMO[key] = real(model, image, settings)
         return _MEMO[key]
@@ -188,6 +191,58 @@ def test_map_detections_are_darknets(official_model, memo_detections) -> None:
             assert got.keys() == want.keys(), (d["image"], i)
             for c in want:
                 assert got[c] == pytest.approx(want[c], abs=2e-5)
+
+
+# --- other settings, against a Darknet build (tests/data/map_darknet) --------------------------
+
+DARKNET_BUILD = {  # case: ([net] lines, [yolo] lines, difficult list, darkcfg map options)
+    "iou75-p11-t50": ("", "", False, ["--iou-thresh", "0.75", "--points", "11", "--thresh",
+                                      "0.5"]),
+    "letterbox-p0": ("width=416\nheight=416\nletter_box=1", "", False, []),
+    "320-p101": ("width=320\nheight=320", "", False, ["--points", "101"]),
+    "diounms": ("", "nms_kind=diounms\nbeta_nms=0.8", False, ["--points", "11"]),
+    "greedynms": ("", "nms_kind=greedynms", False, ["--iou-thresh", "0.6"]),
+    "difficult": ("", "", True, ["--points", "11", "--thresh", "0.3"]),
+    "lb-608x352-iou30": ("width=608\nheight=352\nletter_box=1", "", False,
+                         ["--iou-thresh", "0.3", "--thresh", "0.1"]),
+    "bad-lines": ("", "", False, []),
+}
+
+
+def _set_lines(name: str) -> list[str]:
+    text = (MAP / "sets" / name / "valid.txt").read_text()
+    return [line.replace("../..", str(MAP)) for line in text.splitlines()]
+
+
+@needs_shared
+@pytest.mark.slow
+@pytest.mark.parametrize("case", list(DARKNET_BUILD))
+def test_darknet_build_case(case, tmp_path, monkeypatch, capsys, memo_detections) -> None:
+    """Letterbox (also non-square), other sizes, NMS kinds, IoU thresholds, points, --thresh,
+    a difficult list and unreadable list lines: darkcfg's printout is Darknet's."""
+    net, yolo, difficult, options = DARKNET_BUILD[case]
+    cfg = (MAP / "cfg" / "yolov3-tiny.cfg").read_text()
+    if net:
+        assert "width=416\nheight=416" in cfg
+        cfg = cfg.replace("width=416\nheight=416", net)
+    if yolo:
+        cfg = cfg.replace("[yolo]\n", f"[yolo]\n{yolo}\n")
+    monkeypatch.chdir(tmp_path)
+    Path("net.cfg").write_text(cfg)
+    lines = _set_lines("hard")
+    if case == "bad-lines":
+        lines += [str(MAP / "sets/hard/images/val2017/nothere.png"), "",
+                  str(MAP / "sets/hard/images/val2017/dog.png")]
+    Path("valid.txt").write_text("\n".join(lines) + "\n")
+    Path("clean.txt").write_text("\n".join(_set_lines("clean")) + "\n")
+    Path("names").write_text((MAP / "coco.names").read_text())
+    Path("a.data").write_text("classes=80\nvalid=valid.txt\nnames=names\n" +
+                              ("difficult=clean.txt\n" if difficult else ""))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert main(["--quiet", "map", "a.data", "net.cfg", _weights(), *options]) == 0
+    expected = (Path(__file__).parent / "data" / "map_darknet" / f"{case}.txt").read_text()
+    assert capsys.readouterr().out == expected + "\n"
 
 
 # --- the evaluation's rules on hand-made records -----------------------------------------------
