@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -33,7 +32,7 @@ from .detection import NmsSettings, decode, nms, nms_settings, read_names
 from .errors import CfgError, warn, warn_at, warning_budget
 from .evaluation import PR_THRESH, EvalImage, MapAccumulator, MapResult, check_points
 from .model import DarknetModel, load
-from .sources import SourceError, open_image
+from .pipeline import MAP, prepare_model, run
 
 __all__ = ["evaluate", "map_detections", "MAP_NMS"]
 
@@ -45,7 +44,8 @@ _DEFAULT_NAMES = "data/names.list"
 
 def evaluate(data: str | os.PathLike, cfg: str | os.PathLike | DarknetModel,
              weights: str | os.PathLike | None = None, *, iou_thresh: float = 0.5,
-             points: int = 0, thresh: float = 0.25, **load_kwargs) -> MapResult:
+             points: int = 0, thresh: float = 0.25, batch: int = 8,
+             workers: int | None = None, progress: bool = False, **load_kwargs) -> MapResult:
     """Darknet's ``detector map DATA CFG WEIGHTS -iou_thresh T -points N -thresh C``.
 
     Args:
@@ -59,6 +59,9 @@ def evaluate(data: str | os.PathLike, cfg: str | os.PathLike | DarknetModel,
         points: 0 for the area under the curve for each unique recall (VOC2010+), or N recall
             levels (11: VOC2007, 101: COCO).
         thresh: the probability threshold of the precision/recall/F1/TP/FP/FN/IoU block.
+        batch, workers, progress: how :func:`darkcfg.pipeline.run` runs the detections
+            (images per forward, decoding processes, a progress bar on a terminal's stderr);
+            the model runs BN-fused and channels-last (a fused copy of a model passed in).
 
     Returns a :class:`~darkcfg.evaluation.MapResult`; ``as_dict()`` is ``darkcfg map --json``.
     """
@@ -81,10 +84,15 @@ def evaluate(data: str | os.PathLike, cfg: str | os.PathLike | DarknetModel,
     names = read_names(dataset.names, classes)  # Darknet stops on another count too
     acc = MapAccumulator(classes, iou_thresh=iou_thresh, points=points, thresh=thresh)
     tally = _Tally()
+    fast = prepare_model(model, copy_model=isinstance(cfg, DarknetModel))
     with warning_budget(_WARNINGS_SHOWN):
-        for index, path, image in _images(dataset, model.network.net.channels, tally):
-            boxes, probs = map_detections(model, image, settings)
-            acc.add(_eval_image(dataset, index, path, boxes, probs, classes, tally))
+        for r in run(fast, dataset.images, MAP, batch=batch, workers=workers, stand_in=True,
+                     progress=progress, prepare=False):
+            if r.error is not None:
+                _unreadable(dataset, r.index, r.path, r.error, tally)
+            raw = r.raw.to("cpu")
+            acc.add(_eval_image(dataset, r.index, r.path, raw.boxes.numpy(), raw.probs.numpy(),
+                                classes, tally))
     result = acc.result(names)
     notes = result.notes + tally.summary(len(dataset.images))
     for note in notes:
@@ -101,7 +109,7 @@ def map_detections(model: DarknetModel, image: Tensor, settings: NmsSettings | N
     objectness > 0.005 decoded (the yolo9000 tree at 0.5), then NMS 0.45 of the cfg's kind. Returns
     `boxes` (K, 4) float32 relative to the image and `probs` (K, classes), in Darknet's order.
 
-    This is the per-image step of :func:`evaluate`; a batched pipeline can replace it."""
+    :func:`evaluate` computes the same through the batched pipeline (``pipeline.MAP``)."""
     net = model.network.net
     letter = bool(net.letter_box)
     settings = settings or nms_settings(model.network)
@@ -204,22 +212,14 @@ def _count(n: int, noun: str) -> str:
     return f"{n} {noun} has" if n == 1 else f"{n} {noun}s have"
 
 
-def _images(dataset: _Dataset, channels: int, tally: _Tally
-            ) -> Iterator[tuple[int, str, Tensor]]:
-    """Each image of the valid list as Darknet's float image; one that cannot be read is a
-    warning and Darknet's stand-in, a black 10x10 image."""
-    for index, path in enumerate(dataset.images):
-        try:
-            if not path:
-                raise SourceError(f"{dataset.valid} line {index + 1} is empty, so names no "
-                                  f"image")
-            image = _image.load_image(open_image(path), channels=channels)
-        except SourceError as exc:
-            hint = " (Darknet keeps the spaces around a path)" if path != path.strip() else ""
-            warn_at(f"{exc}{hint}; evaluated as a black 10x10 image, as Darknet does")
-            tally.images += 1
-            image = torch.zeros(channels, 10, 10)
-        yield index, path, image
+def _unreadable(dataset: _Dataset, index: int, path: str, error: str, tally: _Tally) -> None:
+    """The warning for an image of the valid list that cannot be read (the pipeline evaluated
+    Darknet's stand-in for it, a black 10x10 image)."""
+    if not path:
+        error = f"{dataset.valid} line {index + 1} is empty, so names no image"
+    hint = " (Darknet keeps the spaces around a path)" if path != path.strip() else ""
+    warn_at(f"{error}{hint}; evaluated as a black 10x10 image, as Darknet does")
+    tally.images += 1
 
 
 def _eval_image(dataset: _Dataset, index: int, path: str, boxes: np.ndarray, probs: np.ndarray,

@@ -61,8 +61,10 @@ class Settings:
     unit_size: bool = False
 
 
-TEST = Settings()  # detector test (and demo, whose hier_thresh is its thresh)
-MAP = Settings(thresh=0.005, hier_thresh=0.0, nms=0.45, unit_size=True)  # validate_detector_map
+# hier_thresh: map passes 0 and demo its thresh, but the only head that reads it ([region]'s
+# yolo9000 tree, custom_get_region_detections) hard-codes 0.5, which decode takes it for.
+TEST = Settings()  # detector test (and demo)
+MAP = Settings(thresh=0.005, hier_thresh=0.5, nms=0.45, unit_size=True)  # validate_detector_map
 VALID = Settings(thresh=0.001, hier_thresh=0.5, nms=0.6)  # validate_detector
 
 

@@ -371,3 +371,37 @@ def test_video_text_output_and_bad_video(tmp_path, capsys) -> None:
         assert main(["--quiet", "detect", cfg, str(tmp_path / "t.weights"), *args]) == 1
         err = capsys.readouterr().err.splitlines()
         assert len(err) == 1 and err[0].startswith(f"darkcfg: error: {message}"), err
+
+
+# --- map on the pipeline -----------------------------------------------------------------------
+
+def test_map_numbers_do_not_depend_on_batch_or_workers(tmp_path, images, monkeypatch,
+                                                       capsys) -> None:
+    model = _model(tmp_path)
+    model.save_darknet_weights(tmp_path / "t.weights")
+    cfg = next(tmp_path.glob("tiny*.cfg"))
+    for p in images:
+        p.with_suffix(".txt").write_text("0 0.5 0.5 0.4 0.4\n1 0.3 0.3 0.2 0.2\n")
+    (tmp_path / "valid.txt").write_text("".join(f"{p}\n" for p in images) + "missing.png\n")
+    (tmp_path / "names").write_text("a\nb\n")
+    (tmp_path / "x.data").write_text(f"valid={tmp_path / 'valid.txt'}\n"
+                                     f"names={tmp_path / 'names'}\n")
+    monkeypatch.chdir(tmp_path)
+    runs = []
+    for batch, workers in [(1, 0), (3, 2)]:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", darkcfg.CfgWarning)
+            code = main(["--quiet", "map", "x.data", str(cfg), "t.weights", "--json", "--thresh",
+                         "0.05", "--batch", str(batch), "--workers", str(workers)])
+        assert code == 0
+        runs.append(json.loads(capsys.readouterr().out))
+    a, b = runs
+    assert a["images"] == 6 and a["detections_count"] == b["detections_count"] > 10
+    assert (a["tp"], a["fp"], a["fn"]) == (b["tp"], b["fp"], b["fn"])
+    assert a["map"] == pytest.approx(b["map"], abs=1e-6)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", darkcfg.CfgWarning)
+        api = darkcfg.evaluate("x.data", darkcfg.load(cfg, "t.weights"), thresh=0.05,
+                                   workers=0)
+    assert api.detections_count == a["detections_count"]
+    assert api.map == pytest.approx(a["map"], abs=1e-6)

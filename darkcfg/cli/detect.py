@@ -14,7 +14,6 @@ A video file (by suffix, PyAV) is Darknet's `detector demo` on that file: every 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -138,9 +137,9 @@ def _run_images(args: argparse.Namespace, model, images: list[Path], outs: list,
 
 
 def _run_video(args: argparse.Namespace) -> int:
-    """Darknet's `detector demo` on a file: each frame as `detector test` sees it (hier_thresh
-    = thresh, as demo passes; demo's -avgframes smoothing of the outputs across frames is not
-    done), drawn into `--out` (a video file), printed or put in --json."""
+    """Darknet's `detector demo` on a file: each frame as `detector test` sees it (demo's
+    -avgframes smoothing of the outputs across frames is not done), drawn into `--out` (a
+    video file), printed or put in --json."""
     from ..detection import check_names, nms_settings, select
     from ..image import draw_detections
     from ..model import load
@@ -153,7 +152,7 @@ def _run_video(args: argparse.Namespace) -> int:
     model = prepare_model(load(args.cfg, args.weights, **load_kwargs(args)), copy_model=False)
     names = check_names(args.names, model) if args.names else None
     classes = nms_settings(model.network).classes
-    settings = dataclasses.replace(_settings(args), hier_thresh=args.thresh)  # as demo passes
+    settings = _settings(args)
     frames_in = VideoFrames(video, Preprocess.of(model, settings.letterbox),
                             keep_pixels=args.out is not None)
     count, rate = frames_in.info()

@@ -38,6 +38,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="print one JSON object: map, classes (id, name, ap, tp, fp, truths, "
                         "detections), precision, recall, f1, tp, fp, fn, average_iou "
                         "(null for Darknet's -nan), detections_count, unique_truth_count")
+    p.add_argument("--batch", type=int, default=8,
+                   help="images per forward pass (8); the numbers do not depend on it")
+    p.add_argument("--workers", type=int, default=None,
+                   help="processes decoding and resizing images (default: min(4, CPUs); 0: "
+                        "in the main process)")
     add_load_arguments(p)
 
 
@@ -46,9 +51,15 @@ def run(args: argparse.Namespace) -> int:
     from ..evaluation import check_points
 
     check_points(args.points)  # before the model loads
+    if args.batch < 1:
+        raise ValueError(f"--batch {args.batch}: must be at least 1")
+    if args.workers is not None and args.workers < 0:
+        raise ValueError(f"--workers {args.workers}: must be 0 or more")
     progress(args, f"evaluating {args.data} with {args.cfg}")
     result = evaluate(args.data, args.cfg, args.weights, iou_thresh=args.iou_thresh,
-                      points=args.points, thresh=args.thresh, **load_kwargs(args))
+                      points=args.points, thresh=args.thresh, batch=args.batch,
+                      workers=args.workers, progress=not getattr(args, "quiet", False),
+                      **load_kwargs(args))
     if args.json:
         print(json.dumps(result.as_dict(), indent=1, allow_nan=False))
     else:
