@@ -296,8 +296,8 @@ class MapAccumulator:
                                        int(self._truth_count[c]), int(counts[c])))
         notes = []
         if len(prob) == 0:
-            notes.append("no detection above 0.005 in any image: every AP is 0 (Darknet reads "
-                         "outside its arrays here)")
+            notes.append("no detection above 0.005 is left for the PR curve: every AP is 0 "
+                         "(Darknet reads outside its arrays here)")
         return self._finish(total / self.classes, tuple(results), len(prob), tuple(notes))
 
     def _ap(self, tp_flags: np.ndarray, truths: int) -> float:
