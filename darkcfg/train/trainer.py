@@ -225,6 +225,31 @@ class Trainer:
             return p.device
         return torch.device("cpu")
 
+    # -- multi-scale (random=1; the sizes come from darkcfg.train.data) ------------------------------
+    def resize(self, width: int, height: int) -> None:
+        """Train at width x height from now on, as resize_network does for random=1
+        (detector.c:246): the cfg re-parsed at that size; parameters, optimizer state and `seen`
+        stay. A no-op at the current size; a CfgError where a layer's weight count depends on
+        the size ([connected], [local], [detection])."""
+        import warnings
+
+        from ..errors import CfgWarning
+        from ..graph import parse
+
+        net = self.network.net
+        if (width, height) == (net.width, net.height):
+            return
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", CfgWarning)  # the cfg's warnings were shown once
+            network = parse(self.network, width=width, height=height)
+        for old, new in zip(self.network.layers, network.layers):
+            if old.weight_count != new.weight_count:
+                raise CfgError(f"cannot train at {width}x{height}: layer {old.index} "
+                               f"[{old.header}] has {old.weight_count} weights at "
+                               f"{net.width}x{net.height} and {new.weight_count} there", old.loc)
+        self.network = self.model.network = network
+        self.engine.specs = list(network.layers)
+
     # -- state ----------------------------------------------------------------------------------------
     def state_dict(self) -> dict:
         """What a weights file does not hold: seen, the update buffers (momentum, Adam) and
