@@ -121,6 +121,11 @@ class Engine:
         """Whether layer i has a delta buffer (the network input and frozen layers do not)."""
         return i != NETWORK_INPUT and i >= self.frozen
 
+    def _persistent(self, i: int) -> bool:
+        """Whether layer i's delta outlives a pass (never zeroed: the CPU build's non-l.train
+        layers), so that what Darknet's backward leaves in it matters."""
+        return not (self.semantics.zero_every_delta or self.specs[i].type in TRAIN_LAYER_TYPES)
+
     # -- forward --------------------------------------------------------------------------------
     def forward(self, x: Tensor, targets: Targets, ctx: LossContext) -> list[Tensor]:
         """Train-mode forward of one mini-batch; returns the cost of each loss layer."""
@@ -152,9 +157,8 @@ class Engine:
         return costs
 
     def _zero_delta(self, i: int) -> None:
-        spec = self.specs[i]
         d = self.deltas[i]
-        if d is not None and (self.semantics.zero_every_delta or spec.type in TRAIN_LAYER_TYPES):
+        if d is not None and not self._persistent(i):
             d.zero_()
 
     def _layer_forward(self, i: int, spec: LayerSpec, inputs: list[Tensor]
@@ -165,8 +169,7 @@ class Engine:
         leaves = [t.detach().requires_grad_() if self.has_delta(j) else None
                   for j, t in zip(spec.inputs, inputs)]
         args = [leaf if leaf is not None else t.detach() for leaf, t in zip(leaves, inputs)]
-        keeps_delta = not (self.semantics.zero_every_delta or spec.type in TRAIN_LAYER_TYPES)
-        point = _in_place_point(module) if keeps_delta or self.trace else None
+        point = _in_place_point(module) if self._persistent(i) or self.trace else None
         if point is None:
             with torch.enable_grad(), self._autocast():
                 y = module(*args)
@@ -220,17 +223,10 @@ class Engine:
         """backward_network (network.c:338-359): last layer to first, stopping at a
         stopbackward layer, skipping onlyforward layers."""
         for i in range(len(self.specs) - 1, -1, -1):
-            if self.trace and self.has_delta(i):
-                d = self.deltas[i]
-                self.traced_deltas[i] = torch.zeros_like(self.traced_outputs[i]) if d is None \
-                    else d.clone()
+            self._trace_delta(i)
             if self._stops_at(i, iteration):
-                if self.trace:  # the layers below keep the delta their forward zeroed
-                    for j in range(i):
-                        if self.has_delta(j):
-                            d = self.deltas[j]
-                            self.traced_deltas[j] = torch.zeros_like(self.traced_outputs[j]) \
-                                if d is None else d.clone()
+                for j in range(i):  # the layers below keep what their forward left
+                    self._trace_delta(j)
                 break
             if self.layer_options[i].onlyforward:
                 continue
@@ -239,6 +235,13 @@ class Engine:
             else:
                 self._layer_backward(i)
         self._records = []
+
+    def _trace_delta(self, i: int) -> None:
+        """Record layer i's delta as its consumers left it (its own backward may replace it)."""
+        if self.trace and self.has_delta(i):
+            d = self.deltas[i]
+            self.traced_deltas[i] = torch.zeros_like(self.traced_outputs[i]) if d is None \
+                else d.clone()
 
     def _stops_at(self, i: int, iteration: int) -> bool:
         stop = self.layer_options[i].stopbackward
@@ -276,7 +279,7 @@ class Engine:
             if inner is not None:
                 if self.trace:
                     self.traced_deltas[i] = -inner
-                if not (self.semantics.zero_every_delta or self.specs[i].type in TRAIN_LAYER_TYPES):
+                if self._persistent(i):
                     torch.neg(inner.reshape(delta.shape), out=delta)
         for j, leaf, mode in zip(self.specs[i].inputs, record.leaves, self.modes[i]):
             if leaf is None:
