@@ -10,7 +10,6 @@ random-weight model.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import re
@@ -43,27 +42,6 @@ def _expected(case: str) -> dict:
 
 def _weights() -> str:
     return str(SHARED / "official" / "yolov3-tiny.weights")
-
-
-_MEMO: dict[tuple[str, str], tuple[np.ndarray, np.ndarray]] = {}
-
-
-@pytest.fixture()
-def memo_detections(monkeypatch):
-    """The clean and hard sets are the same 16 images: detect each once per network setup for
-    all cases (the first call is the real one; evaluate looks map_detections up at call
-    time)."""
-    real = detector_map.map_detections
-
-    def cached(model, image, settings=None):
-        net = model.network.net  # every model here has the official weights
-        key = (f"{net.width}x{net.height}x{net.channels} letter_box={net.letter_box} "
-               f"{settings}", hashlib.sha1(image.numpy().tobytes()).hexdigest())
-        if key not in _MEMO:
-            _MEMO[key] = real(model, image, settings)
-        return _MEMO[key]
-
-    monkeypatch.setattr(detector_map, "map_detections", cached)
 
 
 @pytest.fixture(scope="module")
@@ -105,7 +83,7 @@ def _darknet_block(case: str) -> str:
 
 @needs_shared
 @pytest.mark.parametrize("case", CASES)
-def test_official_case_cli_json(case, monkeypatch, capsys, memo_detections) -> None:
+def test_official_case_cli_json(case, monkeypatch, capsys) -> None:
     monkeypatch.chdir(MAP / "cases" / case)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -117,7 +95,7 @@ def test_official_case_cli_json(case, monkeypatch, capsys, memo_detections) -> N
 
 @needs_shared
 @pytest.mark.parametrize("case", CASES)
-def test_official_case_text_is_darknets(case, monkeypatch, capsys, memo_detections) -> None:
+def test_official_case_text_is_darknets(case, monkeypatch, capsys) -> None:
     monkeypatch.chdir(MAP / "cases" / case)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -127,7 +105,7 @@ def test_official_case_text_is_darknets(case, monkeypatch, capsys, memo_detectio
 
 @needs_shared
 @pytest.mark.parametrize("case", CASES)
-def test_official_case_api(case, monkeypatch, official_model, memo_detections) -> None:
+def test_official_case_api(case, monkeypatch, official_model) -> None:
     monkeypatch.chdir(MAP / "cases" / case)
     s = _expected(case)["settings"]
     with pytest.warns(darkcfg.CfgWarning, match="used as written"):
@@ -171,7 +149,7 @@ def test_darknets_detections_give_darknets_numbers(case) -> None:
 
 
 @needs_shared
-def test_map_detections_are_darknets(official_model, memo_detections) -> None:
+def test_map_detections_are_darknets(official_model) -> None:
     """Our boxes after map's decode (0.005) and NMS against Darknet's, image by image: same
     boxes in the same order, the same classes above 0 (so the same records)."""
     from darkcfg.image import load_image
@@ -217,7 +195,7 @@ def _set_lines(name: str) -> list[str]:
 @needs_shared
 @pytest.mark.slow
 @pytest.mark.parametrize("case", list(DARKNET_BUILD))
-def test_darknet_build_case(case, tmp_path, monkeypatch, capsys, memo_detections) -> None:
+def test_darknet_build_case(case, tmp_path, monkeypatch, capsys) -> None:
     """Letterbox (also non-square), other sizes, NMS kinds, IoU thresholds, points, --thresh,
     a difficult list and unreadable list lines: darkcfg's printout is Darknet's."""
     net, yolo, difficult, options = DARKNET_BUILD[case]
