@@ -58,7 +58,7 @@ num=6
 """
 
 
-def batches(iteration: int, width: int, height: int):
+def batches(iteration: int, width: int = 64, height: int = 64):
     """Deterministic data per iteration, as a seeded loader gives."""
     g = torch.Generator().manual_seed(1000 + iteration)
     images = torch.rand(4, 3, height, width, generator=g)
@@ -118,10 +118,10 @@ def test_resumed_run_equals_uninterrupted_run(job_files) -> None:
     for p in (job_files / "backup").iterdir():
         p.unlink()
 
-    def interrupted(iteration: int, w: int, h: int):
+    def interrupted(iteration: int):
         if iteration == 4:
             raise KeyboardInterrupt
-        return batches(iteration, w, h)
+        return batches(iteration)
 
     lines: list[str] = []
     assert _job(job_files, lines=lines, batches=interrupted).run() == 130
@@ -139,10 +139,10 @@ def test_resuming_without_the_state_file_is_not_the_same_run(job_files) -> None:
     assert _job(job_files).run() == 0
     whole = _floats(job_files / "backup" / "shapes_final.weights")
 
-    def stop_at_4(iteration, w, h):
+    def stop_at_4(iteration):
         if iteration == 4:
             raise KeyboardInterrupt
-        return batches(iteration, w, h)
+        return batches(iteration)
 
     for p in (job_files / "backup").iterdir():
         p.unlink()
@@ -168,11 +168,11 @@ def test_clear_restarts_the_count(job_files) -> None:
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(job_files) -> None:
     job = _job(job_files)
 
-    def poisoned(iteration, w, h):
+    def poisoned(iteration):
         if iteration == 4:
             with torch.no_grad():
                 job.model.layers[1].conv.weight.fill_(float("inf"))
-        return batches(iteration, w, h)
+        return batches(iteration)
 
     job.batches = poisoned
     with pytest.raises(TrainingError, match=r"^the loss became nan in iteration 4; the first "
@@ -216,3 +216,18 @@ def test_amp_trains_close_to_float32() -> None:
         assert trainer.engine.amp is amp
     np.testing.assert_allclose(losses[True], losses[False], rtol=2e-2)
     assert losses[True] != losses[False]  # it did run in bfloat16
+
+
+def test_a_batch_at_another_size_resizes_the_network(job_files) -> None:
+    """random=1: the loader's batches change size every 10 iterations; the job follows them."""
+    sizes = []
+    job = _job(job_files, batches=lambda it: batches(it, *((96, 96) if it >= 3 else (64, 64))))
+    real_step = job.trainer.step
+
+    def step(images, targets):
+        sizes.append((job.trainer.network.net.width, images.shape[-1]))
+        return real_step(images, targets)
+
+    job.trainer.step = step
+    assert job.run() == 0
+    assert sizes == [(64, 64)] * 3 + [(96, 96)] * 3

@@ -26,6 +26,8 @@ from pathlib import Path
 
 import torch
 
+from torch import Tensor
+
 from ..errors import CfgError
 from .trainer import Trainer, TrainingError
 
@@ -87,8 +89,9 @@ def save_weights_atomic(model, path: Path) -> None:
 # -- the job ---------------------------------------------------------------------------------------
 
 class TrainJob:
-    """One `darkcfg train` run. `batches(iteration, width, height) -> (images, targets)` gives the
-    iteration's data (the default reads the .data file's train list with Darknet's loader)."""
+    """One `darkcfg train` run. `batches(iteration) -> (images, targets)` gives the iteration's
+    data, at the network size to train at (the default reads the .data file's train list with
+    Darknet's loader, darkcfg.train.data, whose random=1 sizes change every 10 iterations)."""
 
     def __init__(self, options: JobOptions, model=None, batches=None) -> None:
         from ..datafile import read_data
@@ -135,11 +138,23 @@ class TrainJob:
             model.weights_header = WeightsHeader(0, 2, 5, 0)
         return model.to(o.device)
 
-    def _loader(self):
-        from .data import iteration_batches
+    def _loader(self) -> Callable[[int], tuple[Tensor, list[Tensor]]]:
+        from .data import DetectionData
 
-        return iteration_batches(self.data, self.trainer, seed=self.o.seed,
-                                 workers=self.o.workers)
+        data = DetectionData.from_data(self.o.data, self.trainer.network,
+                                       seed=self.o.seed if self.o.seed is not None else 0)
+        stream: dict[str, object] = {}
+
+        def batches(iteration: int) -> tuple[Tensor, list[Tensor]]:
+            # one worker pipeline from the current iteration on; a new one after a jump
+            if stream.get("next") != iteration:
+                stream["it"] = iter(data.loader(iteration, self.max_batches,
+                                                workers=self.o.workers))
+            batch = next(stream["it"])
+            stream["next"] = iteration + 1
+            return batch.images, batch.targets
+
+        return batches
 
     def _state_path(self, weights: Path) -> Path:
         return weights.with_suffix(".state")
@@ -170,9 +185,9 @@ class TrainJob:
     def _iteration(self) -> None:
         t = self.trainer
         start = time.perf_counter()
-        w, h = self.init_size
-        images, targets = self.batches(t.iteration, w, h)
+        images, targets = self.batches(t.iteration)
         load_time = time.perf_counter() - start
+        t.resize(images.shape[-1], images.shape[-2])  # random=1: a new size every 10 iterations
         loss = t.step(images, targets)
         if self.avg_loss < 0 or math.isnan(self.avg_loss):
             self.avg_loss = loss
@@ -212,6 +227,7 @@ class TrainJob:
     def _evaluate(self) -> float:
         from ..detector_map import evaluate
 
+        self.trainer.resize(*self.init_size)  # Darknet evaluates at the cfg's size
         was = self.model.training
         self.model.eval()
         try:
