@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
+import resource
 import sys
 import tempfile
 import time
@@ -51,6 +51,32 @@ def load_average() -> str:
         return "?"
 
 
+def cpu_seconds() -> float:
+    """CPU time of this process and its finished children (the DataLoader workers)."""
+    own, kids = resource.getrusage(resource.RUSAGE_SELF), \
+        resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+class Clock:
+    """Wall and CPU seconds of a block."""
+
+    def __enter__(self) -> Clock:
+        self.wall, self.cpu = time.perf_counter(), cpu_seconds()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.wall = time.perf_counter() - self.wall
+        self.cpu = cpu_seconds() - self.cpu
+
+
+def line(name: str, clock: Clock, n: int, extra: str = "") -> float:
+    per = clock.wall / n
+    print(f"{name:<26}{1 / per:7.2f} images/s  {per * 1e3:7.1f} ms/image  "
+          f"{clock.cpu / n * 1e3:7.1f} CPU ms/image{extra}")
+    return per
+
+
 def make_dataset(folder: Path, images: int, root: Path) -> tuple[Path, list[str]]:
     """A .data file whose valid list repeats the sample images up to `images` lines."""
     samples = sorted(str(p) for p in (root / "images").glob("*.png"))
@@ -64,16 +90,16 @@ def make_dataset(folder: Path, images: int, root: Path) -> tuple[Path, list[str]
     return data, paths
 
 
-def per_image(model: darkcfg.DarknetModel, paths: list[str]) -> float:
-    """Seconds per image of the per-image loop (decode, resize, forward, decode, NMS)."""
-    t = time.perf_counter()
-    for p in paths:
-        detector_map.map_detections(model, load_image(open_image(p)))
-    return (time.perf_counter() - t) / len(paths)
+def per_image(model: darkcfg.DarknetModel, paths: list[str]) -> Clock:
+    """The per-image loop (decode, resize, forward, decode, NMS), one image at a time."""
+    with Clock() as c:
+        for p in paths:
+            detector_map.map_detections(model, load_image(open_image(p)))
+    return c
 
 
-def opencv(cfg: str, weights: str, paths: list[str], size: tuple[int, int]) -> tuple[float, str]:
-    """Seconds per image through OpenCV DNN with darkcfg's decode and Darknet resize."""
+def opencv(cfg: str, weights: str, paths: list[str], size: tuple[int, int]) -> tuple[Clock, str]:
+    """OpenCV DNN, one image at a time, with darkcfg's decode and Darknet resize."""
     import cv2
 
     net = cv2.dnn.readNetFromDarknet(cfg, weights)
@@ -87,10 +113,10 @@ def opencv(cfg: str, weights: str, paths: list[str], size: tuple[int, int]) -> t
         net.forward(names)
 
     one(paths[0])  # warm-up (OpenCV allocates on the first forward)
-    t = time.perf_counter()
-    for p in paths:
-        one(p)
-    return (time.perf_counter() - t) / len(paths), cv2.__version__
+    with Clock() as c:
+        for p in paths:
+            one(p)
+    return c, cv2.__version__
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -124,27 +150,23 @@ def main(argv: list[str] | None = None) -> int:
         data, paths = make_dataset(Path(tmp), args.images, Path(args.set))
         sample = paths[:args.per_image]
         darkcfg.evaluate(data, model, batch=args.batch, workers=0)  # warm-up (first-use costs)
-        t = time.perf_counter()
-        result = darkcfg.evaluate(data, model, batch=args.batch, workers=workers)
-        t_map = (time.perf_counter() - t) / len(paths)
-        print(f"darkcfg map (pipeline)   {1 / t_map:7.2f} images/s  {t_map * 1e3:7.1f} ms/image"
-              f"  (mAP {result.map:.4f}, {result.detections_count} records)")
+        with Clock() as c:
+            result = darkcfg.evaluate(data, model, batch=args.batch, workers=workers)
+        t_map = line("darkcfg map (pipeline)", c, len(paths),
+                     f"  (mAP {result.map:.4f}, {result.detections_count} records)")
         if args.map_only:
             print(f"load average at end:   {load_average()}")
             return 0
-        t_loop = per_image(model, sample)
-        print(f"per-image loop (unfused) {1 / t_loop:7.2f} images/s  {t_loop * 1e3:7.1f} ms/image")
+        t_loop = line("per-image loop (unfused)", per_image(model, sample), len(sample))
         fast = pipeline.prepare_model(model)
-        t_fused = per_image(fast, sample)
-        print(f"per-image loop (fused-cl){1 / t_fused:7.2f} images/s  {t_fused * 1e3:7.1f} "
-              f"ms/image")
-        print(f"pipeline / per-image     {t_loop / t_map:.2f}x faster than the unfused loop, "
+        t_fused = line("per-image loop (fused-cl)", per_image(fast, sample), len(sample))
+        print(f"pipeline / per-image      {t_loop / t_map:.2f}x faster than the unfused loop, "
               f"{t_fused / t_map:.2f}x than the fused one")
         if not args.no_opencv:
-            t_cv, version = opencv(args.cfg, args.weights, sample, (net.width, net.height))
-            print(f"OpenCV {version} DNN     {1 / t_cv:7.2f} images/s  {t_cv * 1e3:7.1f} "
-                  f"ms/image  (forward only, one image at a time)")
-            print(f"darkcfg map / OpenCV     {t_cv / t_map:.2f}x OpenCV's throughput")
+            c_cv, version = opencv(args.cfg, args.weights, sample, (net.width, net.height))
+            t_cv = line(f"OpenCV {version} DNN", c_cv, len(sample),
+                        "  (forward only, one image at a time)")
+            print(f"darkcfg map / OpenCV      {t_cv / t_map:.2f}x OpenCV's throughput")
     print(f"load average at end:   {load_average()}")
     return 0
 
