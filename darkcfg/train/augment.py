@@ -577,18 +577,24 @@ def hsv_to_rgb(h: np.ndarray, s: np.ndarray, v: np.ndarray, cols: np.ndarray | N
         frac = np.where(vector, hs - pre, hm - low).astype(_F32)
         sector = np.where(vector, pre - np.trunc(pre * _F32(1.0 / 6.0)) * _F32(6),
                           low).astype(np.intp)
-    tab = (vf, vf * (_F32(1) - sf), vf * _one_minus(sf, frac),
-           vf * _one_minus(sf, _F32(1) - frac))
+    t0, t1 = vf, vf * (_F32(1) - sf)
+    t2, t3 = vf * _one_minus(sf, frac), vf * _one_minus(sf, _F32(1) - frac)
+    # sector_data {1,3,0}, {1,0,2}, {3,0,1}, {0,2,1}, {0,1,3}, {2,1,0}: (b, g, r) per sector
+    b = np.where(sector < 2, t1, np.where(sector == 2, t3, np.where(sector < 5, t0, t2)))
+    g = np.where(sector < 1, t3, np.where(sector < 3, t0, np.where(sector == 3, t2, t1)))
+    r = np.where((sector < 1) | (sector > 4), t0,
+                 np.where(sector == 1, t2, np.where(sector < 4, t1, t3)))
     out = np.empty(h.shape + (3,), np.uint8)
-    for k, column in enumerate((2, 1, 0)):  # r, g, b from sector_data's b, g, r entries
-        value = np.choose(_SECTORS[:, column][sector], tab) * _F32(255)
-        if not vector.all():
-            grey = (s == 0) & ~vector
+    every = vector.all()
+    grey = None if every else (s == 0) & ~vector
+    for k, value in enumerate((r, g, b)):
+        value = value * _F32(255)
+        if every:
+            value = np.trunc(value, out=value)
+        else:
             value = np.where(grey, vf * _F32(255), value)
             value = np.where(vector, np.trunc(value), np.rint(value))
-        else:
-            value = np.trunc(value)
-        out[..., k] = np.clip(value, 0, 255)
+        out[..., k] = np.clip(value, 0, 255, out=value)
     return out
 
 

@@ -179,8 +179,12 @@ class DetectionData(Dataset):
     "epoch" goes through a new permutation of the list each epoch (each image once per epoch;
     mixup/mosaic partners are still drawn at random). `rank`/`world_size`: this process's share
     of a global batch of batch * world_size images (DDP), `threads`: the pieces that toss their
-    own mixup/mosaic coin (Darknet: 6 per GPU). Bad images are skipped with a warning each
-    (:attr:`skipped`); an empty list, or one with no usable image, is a CfgError."""
+    own mixup/mosaic coin (Darknet: 6 per GPU). `list_name`: the list's file, for messages.
+    Bad images are skipped with a warning each (:attr:`skipped`); an empty list, or one with no
+    usable image, is a CfgError.
+
+    The augmentation reads `network` as parsed at the cfg's own size: build this before any
+    Trainer.resize (random=1 draws its sizes around that size)."""
 
     def __init__(self, images: Sequence[str], network: Network, *, seed: int = 0,
                  order: str = "random", rank: int = 0, world_size: int = 1,
