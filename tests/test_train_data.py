@@ -219,7 +219,35 @@ def test_the_box_check_catches_a_wrong_box(monkeypatch, dx):
             _check_boxes_follow(_opts(), 0, seed)
 
 
-# --- Darknet's box rules --------------------------------------------------------------------------
+# --- Darknet's crop and box rules -----------------------------------------------------------------
+
+def test_crop_geometry_by_hand():
+    """data.c:1107-1233 worked by hand for a 100x80 image, jitter=.3, resize=1.5: dw = 30,
+    dh = 24; min_rdw = int(100 * (1 - 1.5) / 2) = -25, max_rdw = int(100 * (1 - 1/1.5) / 2)
+    = 16 (-20, 13 for the height); `int p += float` adds before truncating (pright: 30 - 14.75
+    -> 15, not 16)."""
+    opts = A.AugmentOptions(width=128, height=96, jitter=0.3, resize=1.5)
+    d = A.StageDraw(r=(0.0, 1.0, 0.5, 0.25), resize_r=(0.5, 0.25))
+    assert A.crop_geometry(100, 80, 128, 96, d, opts) == A.Geometry(-34, -3, 15, -23, 119, 106,
+                                                                     100, 80)
+    # mosaic corners (data.c:1206-1219): all padding moved away from the mosaic's centre
+    corner = A.StageDraw(r=d.r, resize_r=d.resize_r, corner=True)
+    got = [A.crop_geometry(100, 80, 128, 96, corner, opts, s) for s in range(4)]
+    assert [(g.pleft, g.ptop, g.pright, g.pbot) for g in got] == [
+        (0, 0, -19, -26), (-19, 0, 0, -26), (0, -26, -19, 0), (-19, -26, 0, 0)]
+    flipped = A.StageDraw(r=d.r, resize_r=d.resize_r, corner=True, flip=True)
+    assert A.crop_geometry(100, 80, 128, 96, flipped, opts, 0).pleft == -19
+    # letter_box (data.c:1179-1200): pad the short side to the network's aspect ratio
+    box = A.AugmentOptions(width=128, height=96, jitter=0.0, letter_box=True)
+    assert A.crop_geometry(200, 100, 128, 96, A.StageDraw(), box) == A.Geometry(
+        0, -25, 0, -25, 200, 150, 200, 100)
+    assert A.crop_geometry(100, 200, 128, 96, A.StageDraw(), box) == A.Geometry(
+        -83, 0, -83, 0, 266, 200, 100, 200)
+    # an empty crop is reset to the whole image (data.c:1224-1230)
+    huge = A.AugmentOptions(width=128, height=96, jitter=0.9)
+    g = A.crop_geometry(50, 50, 128, 96, A.StageDraw(r=(1.0, 1.0, 0.5, 0.5)), huge)
+    assert (g.pleft, g.ptop, g.swidth, g.sheight) == (0, 0, 50, 50)
+
 
 def test_fill_truth_detection_rules():
     """Crop mapping, flip, clipping, the pixel minimum, class >= classes and max=
