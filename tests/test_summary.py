@@ -43,10 +43,12 @@ def _build(net: darkcfg.Network, **kw) -> darkcfg.DarknetModel:
 # change reaches it. Feeding ones on the half-plane "column < t" changes output pixel o iff its
 # first input column is < t; binary search over t finds that column exactly, and likewise the
 # last one with "column >= t". Nothing here uses darkcfg.summary.
-# The unchanged base image rides in the same batch as the probes, and "changes" means by more
-# than 1e-5 relative: CPU kernels round differently for another batch size, thread split, vector
-# width or CPU family (a 1-ulp difference is not a change), while a real change is >= 1e-3
-# relative here, or any change at all of an exact 0 (which every kernel keeps exactly 0).
+# Kernel choice must not fake a change. CPU kernels round differently for another batch size,
+# thread split, vector width or CPU family, and float32 convolutions may be Winograd or FFT ones
+# (NNPACK, oneDNN), which leak rounding noise into outputs whose true value is an exact 0. So the
+# model runs in float64 (direct convolutions: an exact 0 stays 0), the unchanged base image rides
+# in the same batch as the probes, and "changes" means by more than 1e-5 relative: real changes
+# are >= 1e-3 relative here, or any change at all of an exact 0.
 
 def _positive(model: torch.nn.Module, bias: float = 0.0) -> torch.nn.Module:
     g = torch.Generator().manual_seed(0)
@@ -70,7 +72,7 @@ def _support(net: darkcfg.Network, queries: list[Query], *, bias: float = 0.0
     output pixel (any channel, in the middle of the other axis). All binary searches run
     together, one batch per step."""
     layers = sorted({q[0] for q in queries})
-    model = _positive(_build(net, out_indices=layers), bias)
+    model = _positive(_build(net, out_indices=layers).double(), bias)
     s = net.net.input_shape
     extent = {"x": s.w, "y": s.h}
 
@@ -92,7 +94,7 @@ def _support(net: darkcfg.Network, queries: list[Query], *, bias: float = 0.0
     while any(b - a > 1 for a, b in lo + hi):
         tl = [(a + b) // 2 for a, b in lo]
         th = [(a + b) // 2 for a, b in hi]
-        x = torch.zeros(2 * n + 1, s.c, s.h, s.w, dtype=torch.float32)  # image 2n: the base
+        x = torch.zeros(2 * n + 1, s.c, s.h, s.w, dtype=torch.float64)  # image 2n: the base
         for k, (_, axis, _) in enumerate(queries):
             for img, part in ((k, slice(0, tl[k])), (n + k, slice(th[k], None))):
                 if axis == "x":
