@@ -177,7 +177,7 @@ class TrainJob:
             self._say(f"interrupted: saved {self.backup / (self.base + '_last.weights')} "
                        f"at iteration {t.iteration}")
             return 130
-        save_weights_atomic(self.model, self.backup / f"{self.base}_final.weights")
+        self._save(self.backup / f"{self.base}_final.weights")
         self._save_last()
         self._draw_chart()
         return 0
@@ -216,7 +216,7 @@ class TrainJob:
         if self.last_map >= self.best_map:
             self.best_map = self.last_map
             self._say("New best mAP!")
-            save_weights_atomic(self.model, self.backup / f"{self.base}_best.weights")
+            self._save(self.backup / f"{self.base}_best.weights")
         return self.last_map
 
     def _train_count(self) -> int:
@@ -239,7 +239,7 @@ class TrainJob:
     def _maybe_save(self, it: int) -> None:
         if it >= self.iter_save + self.save_every or it % self.save_every == 0:
             self.iter_save = it
-            save_weights_atomic(self.model, self.backup / f"{self.base}_{it}.weights")
+            self._save(self.backup / f"{self.base}_{it}.weights")
         if self.save_every > self.save_last_every and (
                 it >= self.iter_save_last + self.save_last_every
                 or (it % self.save_last_every == 0 and it > 1)):
@@ -248,11 +248,15 @@ class TrainJob:
             self._draw_chart()
 
     # -- checkpoints --------------------------------------------------------------------------------
+    def _save(self, path: Path) -> None:
+        self._say(f"Saving weights to {path}")
+        save_weights_atomic(self.model, path)
+
     def _save_last(self) -> None:
         if not self.main:
             return
         path = self.backup / f"{self.base}_last.weights"
-        save_weights_atomic(self.model, path)
+        self._save(path)
         state = {"format": STATE_FORMAT, "seen": self.trainer.seen,
                  "trainer": self.trainer.state_dict(), "avg_loss": self.avg_loss,
                  "best_map": self.best_map, "chart": [list(c) for c in self.chart],
