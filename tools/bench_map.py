@@ -77,16 +77,17 @@ def line(name: str, clock: Clock, n: int, extra: str = "") -> float:
     return per
 
 
-def make_dataset(folder: Path, images: int, root: Path) -> tuple[Path, list[str]]:
+def make_dataset(folder: Path, images: int, root: Path, name: str = "bench"
+                 ) -> tuple[Path, list[str]]:
     """A .data file whose valid list repeats the sample images up to `images` lines."""
     samples = sorted(str(p) for p in (root / "images").glob("*.png"))
     if not samples:
         sys.exit(f"no sample images in {root / 'images'}")
     paths = [samples[i % len(samples)] for i in range(images)]
-    (folder / "valid.txt").write_text("".join(p + "\n" for p in paths))
+    (folder / f"{name}.txt").write_text("".join(p + "\n" for p in paths))
     names = SHARED / "official" / "coco.names"
-    data = folder / "bench.data"
-    data.write_text(f"valid={folder / 'valid.txt'}\nnames={names}\n")
+    data = folder / f"{name}.data"
+    data.write_text(f"valid={folder / f'{name}.txt'}\nnames={names}\n")
     return data, paths
 
 
@@ -149,7 +150,8 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         data, paths = make_dataset(Path(tmp), args.images, Path(args.set))
         sample = paths[:args.per_image]
-        darkcfg.evaluate(data, model, batch=args.batch, workers=0)  # warm-up (first-use costs)
+        warm, _ = make_dataset(Path(tmp), args.batch, Path(args.set), "warm-up")
+        darkcfg.evaluate(warm, model, batch=args.batch, workers=0)  # first-use costs
         with Clock() as c:
             result = darkcfg.evaluate(data, model, batch=args.batch, workers=workers)
         t_map = line("darkcfg map (pipeline)", c, len(paths),
