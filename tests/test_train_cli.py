@@ -70,3 +70,28 @@ def test_missing_data_file_is_one_line(dataset, capsys) -> None:
     assert main(["train", "nope.data", "tiny.cfg"]) == 1
     err = capsys.readouterr().err
     assert err.startswith("darkcfg: error: ") and err.count("\n") == 1 and "nope.data" in err
+
+
+def test_torchrun_two_processes_train_what_one_process_trains(dataset) -> None:
+    """torchrun --nproc_per_node 2 -m darkcfg train: gloo on the loopback address; the cfg's
+    two subdivisions are shared out, and the weights equal a one-process run."""
+    import os
+    import socket
+    import subprocess
+
+    Path("two.cfg").write_text(Path("tiny.cfg").read_text().replace("subdivisions=1",
+                                                                   "subdivisions=2"))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    args = ["train", "shapes/obj.data", "two.cfg", "--workers", "0", "--seed", "1", "--no-chart"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+                    "--master_addr", "127.0.0.1", "--master_port", str(port), "-m", "darkcfg",
+                    *args], check=True, env=env, capture_output=True, timeout=300)
+    final = Path("shapes/backup/two_final.weights")
+    ddp = np.fromfile(final, "<f4", offset=20)
+    final.unlink()
+    assert main(args) == 0
+    single = np.fromfile(final, "<f4", offset=20)
+    assert np.abs(ddp - single).max() <= 1e-4 * np.abs(single).max()
