@@ -182,7 +182,13 @@ def test_loader_checks_and_caps_workers(tmp_path, images) -> None:
         pipeline.loader(data, workers=-1)
     assert pipeline.loader(pipeline.ImageDataset(images[:1], prep), workers=4).num_workers == 0
     assert pipeline.loader(data, workers=2).num_workers == 2
-    assert pipeline.default_workers() == min(4, __import__("os").cpu_count() or 1)
+
+def test_default_workers_leave_two_cores_to_the_forward(monkeypatch) -> None:
+    import os
+
+    for cpus, workers in ((1, 0), (2, 0), (3, 1), (6, 4), (64, 4)):
+        monkeypatch.setattr(os, "sched_getaffinity", lambda _pid, n=cpus: set(range(n)))
+        assert pipeline.default_workers() == workers
 
 
 # --- bad input ---------------------------------------------------------------------------------

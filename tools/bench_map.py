@@ -129,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--images", type=int, default=304, help="lines of the image list (304)")
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--workers", type=int, default=None,
-                    help="decoding processes (default: the pipeline's, min(4, CPUs))")
+                    help="decoding processes (default: the pipeline's, min(4, CPUs - 2))")
     ap.add_argument("--per-image", type=int, default=48,
                     help="images timed through the per-image loops and OpenCV (48)")
     ap.add_argument("--threads", type=int, help="torch threads of the forward (default: torch's)")

@@ -65,7 +65,7 @@ def add_arguments(d: argparse.ArgumentParser) -> None:
                    help="images per forward pass (8); detections do not depend on it beyond "
                         "float rounding")
     d.add_argument("--workers", type=int, default=None,
-                   help="processes decoding and resizing images (default: min(4, CPUs); 0: "
+                   help="processes decoding and resizing images (default: min(4, CPUs - 2); 0: "
                         "in the main process)")
     add_load_arguments(d)
 

@@ -41,7 +41,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch", type=int, default=8,
                    help="images per forward pass (8); the numbers do not depend on it")
     p.add_argument("--workers", type=int, default=None,
-                   help="processes decoding and resizing images (default: min(4, CPUs); 0: "
+                   help="processes decoding and resizing images (default: min(4, CPUs - 2); 0: "
                         "in the main process)")
     add_load_arguments(p)
 

@@ -40,7 +40,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "gives its file name, e.g. for COCO_val2014_*.jpg names)")
     p.add_argument("--batch", type=int, default=8, help="images per forward pass (8)")
     p.add_argument("--workers", type=int, default=None,
-                   help="processes decoding and resizing images (default: min(4, CPUs); 0: "
+                   help="processes decoding and resizing images (default: min(4, CPUs - 2); 0: "
                         "in the main process)")
     p.add_argument("--json", action="store_true",
                    help="print one JSON object: out, images, detections, unreadable_images; "
