@@ -20,7 +20,7 @@ def draw_chart(points: Sequence[tuple[int, float, float | None]], max_batches: i
     `max_loss`, by default the largest loss), mAP in red in percent on the right."""
     img = Image.new("RGB", (SIZE, SIZE), "white")
     d = ImageDraw.Draw(img)
-    top = max_loss or max((p[1] for p in points), default=1.0) or 1.0
+    top = max_loss or max((p[1] for p in points), default=1.0) or 1.0  # higher losses clip
     plot = (MARGIN, MARGIN, SIZE - MARGIN, SIZE - MARGIN)
     d.rectangle(plot, outline="black")
     width, height = plot[2] - plot[0], plot[3] - plot[1]

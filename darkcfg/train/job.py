@@ -286,6 +286,12 @@ class TrainJob:
         self._say(f"resumed from {weights} and {state_path} at iteration "
                    f"{self.trainer.iteration}")
 
+    def _max_chart_loss(self) -> float:
+        """[net] max_chart_loss (20): the top of the chart's loss axis, as Darknet draws it."""
+        from .sections import section_options
+
+        return section_options(self.trainer.network)[0].float("max_chart_loss", 20.0)
+
     def _draw_chart(self) -> None:
         if not (self.o.chart and self.chart and self.main):
             return
@@ -294,6 +300,6 @@ class TrainJob:
         path = Path(f"chart_{self.base}.png")
         try:
             with atomic_write(path) as tmp:
-                draw_chart(self.chart, self.max_batches, tmp)
+                draw_chart(self.chart, self.max_batches, tmp, max_loss=self._max_chart_loss())
         except OSError as exc:
             print(f"warning: cannot write {path}: {exc.strerror or exc}", file=sys.stderr)
