@@ -3,7 +3,6 @@ as one process on the same global batch."""
 
 from __future__ import annotations
 
-import os
 import socket
 from pathlib import Path
 

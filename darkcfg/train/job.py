@@ -29,7 +29,7 @@ import torch
 from torch import Tensor
 
 from ..errors import CfgError
-from .trainer import Trainer, TrainingError
+from .trainer import Trainer
 
 __all__ = ["JobOptions", "TrainJob", "atomic_write", "save_weights_atomic"]
 

@@ -8,7 +8,6 @@ each pass; gradients accumulate, and one update follows with the rate of batch_n
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -16,13 +15,13 @@ from torch import Tensor, nn
 
 from ..errors import CfgError
 from ..weights import WeightsHeader
-from .config import LayerTrainOptions, NetTrainOptions, read_train_options
+from . import distributed
+from .batchnorm import roll_now
+from .config import read_train_options
+from .distributed import DataParallel
 from .engine import TRAIN_LAYER_TYPES, Engine
 from .losses import Loss, LossContext, Targets, loss_factory
 from .losses.targets import check_detection_targets
-from . import distributed
-from .batchnorm import roll_now
-from .distributed import DataParallel
 from .optim import DarknetSGD
 from .sections import section_options
 from .semantics import Semantics, semantics
@@ -83,7 +82,7 @@ class Trainer:
         header = getattr(model, "weights_header", None)
         self.seen = header.seen if header is not None else 0
         self.iteration = self.seen // self.options.batch
-        self.last_costs: list[float] = []
+        self.last_costs: list[float] = []  # each loss layer's cost, summed over the last step
 
     # -- set-up -----------------------------------------------------------------------------------
     def _check_trainable(self) -> None:
@@ -170,10 +169,6 @@ class Trainer:
         """The rate Darknet uses for the update that ends iteration `iteration` (0-based): that of
         batch_num = iteration + 1, since `seen` already counts the iteration's images."""
         return self.options.schedule.rate(iteration + 1)
-
-    @property
-    def net_options(self) -> NetTrainOptions:
-        return self.options
 
     def step(self, images: Tensor, targets: Targets) -> float:
         """One Darknet iteration over the whole `[net] batch`; returns Darknet's reported loss."""
