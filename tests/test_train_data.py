@@ -305,7 +305,18 @@ def test_mosaic_bound_clips_to_the_piece():
     assert len(A.blend_truth_mosaic(rows, 0, W, H, 64, 48, shifts, False, 0)) == 0  # no room
 
 
-# --- OpenCV in numpy: bit-exact with the real one -------------------------------------------------
+# --- OpenCV in numpy: the real one's bytes ---------------------------------------------------------
+# Bit-exact with the cv2 4.14 wheel on this AVX2 host; OpenCV dispatches other SIMD kernels on
+# other CPUs (AVX-512) and versions, which may round a value one grey level the other way, so the
+# comparison allows one level (a wrong formula is off by many).
+
+def _opencv_bytes(mine: np.ndarray, ref: np.ndarray, hue_channel: int | None = None) -> None:
+    assert mine.shape == ref.shape
+    diff = np.abs(mine.astype(np.int32) - ref.astype(np.int32))
+    if hue_channel is not None:  # OpenCV's hue is circular over 0..179
+        diff[..., hue_channel] = np.minimum(diff[..., hue_channel], 180 - diff[..., hue_channel])
+    assert int(diff.max()) <= 1, f"{int((diff > 1).sum())} values differ by more than one level"
+
 
 @needs_cv2
 @settings(max_examples=30, deadline=None)
@@ -314,7 +325,7 @@ def test_mosaic_bound_clips_to_the_piece():
 def test_resize_is_cv2_inter_linear(ow, oh, w, h, c, seed):
     img = np.random.default_rng(seed).integers(0, 256, (oh, ow, c), dtype=np.uint8)
     ref = cv2.resize(img, (w, h), interpolation=cv2.INTER_LINEAR).reshape(h, w, c)
-    np.testing.assert_array_equal(A.resize_linear(img, w, h), ref)
+    _opencv_bytes(A.resize_linear(img, w, h), ref)
 
 
 @needs_cv2
@@ -324,21 +335,20 @@ def test_hsv_round_trip_is_cv2():
     rng = np.random.default_rng(0)
     rgb = rng.integers(0, 256, (300, 301, 3), dtype=np.uint8)
     ref = cv2.cvtColor(rgb, cv2.COLOR_RGB2HSV)
-    np.testing.assert_array_equal(np.stack(A.rgb_to_hsv(rgb), -1), ref)
+    _opencv_bytes(np.stack(A.rgb_to_hsv(rgb), -1), ref, hue_channel=0)
     h, s, v = np.meshgrid(np.arange(256), np.arange(256), np.arange(256), indexing="ij")
     hsv = np.stack([h, s, v], -1).reshape(-1, 3).astype(np.uint8)
     hsv = hsv[: len(hsv) // 4099 * 4099].reshape(-1, 4099, 3)  # 4099 = 128 * 32 + 3
     ref = cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)
     mine = A.hsv_to_rgb(*(hsv[..., k].astype(np.int32) for k in range(3)))
-    np.testing.assert_array_equal(mine, ref)
+    _opencv_bytes(mine, ref)
 
 
 @needs_cv2
 @pytest.mark.parametrize("ksize", [3, 5, 7, 9, 17, 25])
 def test_gaussian_blur_is_cv2(ksize):
     img = np.random.default_rng(ksize).integers(0, 256, (61, 87, 3), dtype=np.uint8)
-    np.testing.assert_array_equal(A.gaussian_blur(img, ksize),
-                                  cv2.GaussianBlur(img, (ksize, ksize), 0))
+    _opencv_bytes(A.gaussian_blur(img, ksize), cv2.GaussianBlur(img, (ksize, ksize), 0))
 
 
 @needs_cv2
@@ -370,7 +380,7 @@ def test_image_data_augmentation_is_darknets_opencv_code(seed):
     hue = cv2.add(hue, 179 * d.dhue).reshape(H, W)
     ref = cv2.cvtColor(cv2.merge([hue, sat, val]), cv2.COLOR_HSV2RGB)
     mine = A.image_data_augmentation(img, W, H, g, d, 0, np.zeros((0, 5), np.float32), rng)
-    np.testing.assert_array_equal(mine, ref)
+    _opencv_bytes(mine, ref)
 
 
 def test_noise_only_brightens():
