@@ -34,27 +34,21 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ...errors import warn_at
 from ...graph import LayerSpec, Network
 from ...options import Options
 from ...sections.heads import GAUSSIAN_BOX_ENTRIES, GaussianYoloOptions
+from ._options import FLT_MAX, choice, classes_multipliers, f32
 from .base import LossContext, LossOutput, losses
 from .boxes import IOU_KINDS, box_iou, box_iou_kind, dx_box_iou
 from .targets import check_detection_targets, truth_slots
 
 __all__ = ["GaussianYoloTraining", "GaussianYoloLoss", "read_training_options"]
 
-FLT_MAX = float(np.finfo(np.float32).max)
 FLT_MIN = float(np.finfo(np.float32).tiny)
 _OBJ = GAUSSIAN_BOX_ENTRIES  # entry 8: objectness; classes follow
 _SIGMA_CONST = float(np.float32(0.3))
 _EPSI = float(np.float32(1e-9))
 _SQRT_2PI = math.sqrt(math.pi * 2.0)
-
-
-def _f32(v: float) -> float:
-    """A cfg float as Darknet stores it (a C float)."""
-    return float(np.float32(v))
 
 
 @dataclass(frozen=True)
@@ -80,51 +74,26 @@ class GaussianYoloTraining:
     total: int = 1  # num=: the anchors the best-anchor search looks at
 
 
-def _iou_kind(opts: Options, key: str, default: str, allowed: tuple[str, ...]) -> str:
-    value = opts.str(key, default)
-    if value not in allowed:
-        warn_at(f"{key}={value} is not one of {', '.join(allowed)}; Darknet uses iou",
-                opts.key_loc(key))
-        return "iou"
-    return value
-
-
-def _class_multipliers(opts: Options, classes: int, max_delta: float
-                       ) -> tuple[float, ...] | None:
-    """get_classes_multipliers: max_count/count per class (counts below 1 read as 1), capped
-    at max_delta."""
-    counts = opts.ints("counters_per_class")
-    if counts is None:
-        return None
-    if len(counts) != classes:
-        raise opts.error(f"counters_per_class= has {len(counts)} values but classes={classes}",
-                         "counters_per_class")
-    counts = [max(1, c) for c in counts]
-    top = np.float32(max(counts))
-    return tuple(float(min(np.float32(top / np.float32(c)), np.float32(max_delta)))
-                 for c in counts)
-
-
 def read_training_options(opts: Options, classes: int) -> GaussianYoloTraining:
     """The section's training keys, read as parse_gaussian_yolo reads them."""
     if opts.str("map", None) is not None:
         raise opts.error("map= (class remapping) is not supported in training", "map")
-    max_delta = _f32(opts.float("max_delta", FLT_MAX))
+    max_delta = f32(opts.float("max_delta", FLT_MAX))
     return GaussianYoloTraining(
-        iou_loss=_iou_kind(opts, "iou_loss", "mse", IOU_KINDS),
-        iou_thresh_kind=_iou_kind(opts, "iou_thresh_kind", "iou", ("iou", "giou", "diou", "ciou")),
-        iou_normalizer=_f32(opts.float("iou_normalizer", 0.75)),
-        uc_normalizer=_f32(opts.float("uc_normalizer", 1.0)),
-        cls_normalizer=_f32(opts.float("cls_normalizer", 1.0)),
-        obj_normalizer=_f32(opts.float("obj_normalizer", 1.0)),
-        delta_normalizer=_f32(opts.float("delta_normalizer", 1.0)),
-        ignore_thresh=_f32(opts.float("ignore_thresh", 0.5)),
-        truth_thresh=_f32(opts.float("truth_thresh", 1.0)),
-        iou_thresh=_f32(opts.float("iou_thresh", 1.0)),
-        label_smooth_eps=_f32(opts.float("label_smooth_eps", 0.0)),
+        iou_loss=choice(opts, "iou_loss", "mse", IOU_KINDS, "iou"),
+        iou_thresh_kind=choice(opts, "iou_thresh_kind", "iou", IOU_KINDS[1:], "iou"),
+        iou_normalizer=f32(opts.float("iou_normalizer", 0.75)),
+        uc_normalizer=f32(opts.float("uc_normalizer", 1.0)),
+        cls_normalizer=f32(opts.float("cls_normalizer", 1.0)),
+        obj_normalizer=f32(opts.float("obj_normalizer", 1.0)),
+        delta_normalizer=f32(opts.float("delta_normalizer", 1.0)),
+        ignore_thresh=f32(opts.float("ignore_thresh", 0.5)),
+        truth_thresh=f32(opts.float("truth_thresh", 1.0)),
+        iou_thresh=f32(opts.float("iou_thresh", 1.0)),
+        label_smooth_eps=f32(opts.float("label_smooth_eps", 0.0)),
         objectness_smooth=bool(opts.int("objectness_smooth", 0)),
         max_delta=max_delta,
-        class_multipliers=_class_multipliers(opts, classes, max_delta),
+        class_multipliers=classes_multipliers(opts, classes, max_delta),
         max_boxes=opts.int("max", 200),
         total=opts.int("num", 1),
     )
@@ -288,8 +257,8 @@ class GaussianYoloLoss:
         # int_index(mask, n): the first mask slot of each of the `num` anchors, or -1
         self._mask_of = [first.get(n, -1) for n in range(t.total)]
         missing = [(0.5, 0.5)] * max(0, t.total - len(o.anchors))  # Darknet's .5 biases
-        self._all_anchors = [tuple(map(_f32, a)) for a in (list(o.anchors) + missing)[:t.total]]
-        self._anchors = [tuple(map(_f32, o.anchors[n])) for n in o.mask]
+        self._all_anchors = [tuple(map(f32, a)) for a in (list(o.anchors) + missing)[:t.total]]
+        self._anchors = [tuple(map(f32, o.anchors[n])) for n in o.mask]
 
     def __call__(self, output: Tensor, input: Tensor, targets, ctx: LossContext) -> LossOutput:
         with torch.no_grad():

@@ -23,24 +23,19 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ...errors import CfgError, warn_at
+from ...errors import CfgError
 from ...graph import LayerSpec, Network
 from ...options import Options
 from ..sections import section_options
+from ._options import FLT_MAX, choice, classes_multipliers, f32
 from .base import LossContext, LossOutput, Targets, losses
 from .boxes import IOU_KINDS, box_giou, box_iou, box_iou_kind, dx_box_iou
 from .targets import check_detection_targets, truth_slots
 
 __all__ = ["YoloLossOptions", "YoloLoss", "YoloResult", "read_yolo_loss_options"]
 
-_F32_MAX = float(np.finfo(np.float32).max)  # Darknet's FLT_MAX: max_delta unset
 _DETECTION_HEADS = ("yolo", "Gaussian_yolo", "region")  # train_detector sizes truths by the last
 _IOU_CELLS_PER_CHUNK = 1 << 22  # cells x truths compared at once in the per-cell search
-
-
-def _f32(v: float) -> float:
-    """A cfg float as Darknet holds it (float32), so tensor arithmetic matches C's."""
-    return float(np.float32(v))
 
 
 @dataclass(frozen=True)
@@ -65,33 +60,9 @@ class YoloLossOptions:
     label_smooth_eps: float = 0.0
     focal_loss: bool = False
     objectness_smooth: bool = False
-    max_delta: float = _F32_MAX
+    max_delta: float = FLT_MAX
     classes_multipliers: tuple[float, ...] | None = None  # from counters_per_class=
     show_details: int = 1
-
-
-def _kind(opts: Options, key: str, default: str, known: tuple[str, ...], fallback: str) -> str:
-    value = opts.str(key, default)
-    if value not in known:
-        warn_at(f"{key}={value} is not one of {', '.join(known)}; Darknet uses {fallback}",
-                opts.key_loc(key))
-        return fallback
-    return value
-
-
-def _classes_multipliers(opts: Options, classes: int, max_delta: float) -> tuple[float, ...] | None:
-    """get_classes_multipliers (parser.c:419-446): max_count / count per class, counts below 1
-    read as 1, each capped at max_delta."""
-    counts = opts.ints("counters_per_class")
-    if counts is None:
-        return None
-    if len(counts) != classes:
-        raise opts.error(f"counters_per_class= has {len(counts)} values but classes={classes} "
-                         f"(Darknet stops with an error)", "counters_per_class")
-    counts = [max(1, c) for c in counts]
-    top = np.float32(max(counts))
-    return tuple(float(min(np.float32(top / np.float32(c)), np.float32(max_delta)))
-                 for c in counts)
 
 
 def _check_truth_layout(spec: LayerSpec, opts: Options, network: Network, max_boxes: int) -> None:
@@ -127,25 +98,25 @@ def read_yolo_loss_options(spec: LayerSpec, opts: Options, network: Network) -> 
     if max_boxes < 0:
         raise opts.error(f"max={max_boxes} must not be negative", "max")
     _check_truth_layout(spec, opts, network, max_boxes)
-    max_delta = _f32(opts.float("max_delta", _F32_MAX))
+    max_delta = f32(opts.float("max_delta", FLT_MAX))
     return YoloLossOptions(
         classes=o.classes, mask=tuple(o.mask), anchors=tuple(o.anchors),
         total=opts.int("num", 1), max_boxes=max_boxes,
-        iou_loss=_kind(opts, "iou_loss", "mse", IOU_KINDS, "iou"),
-        iou_normalizer=_f32(opts.float("iou_normalizer", 0.75)),
-        obj_normalizer=_f32(opts.float("obj_normalizer", 1.0)),
-        cls_normalizer=_f32(opts.float("cls_normalizer", 1.0)),
-        delta_normalizer=_f32(opts.float("delta_normalizer", 1.0)),
-        ignore_thresh=_f32(opts.float("ignore_thresh", 0.5)),
-        truth_thresh=_f32(opts.float("truth_thresh", 1.0)),
-        iou_thresh=_f32(opts.float("iou_thresh", 1.0)),
-        iou_thresh_kind=_kind(opts, "iou_thresh_kind", "iou", IOU_KINDS[1:], "iou"),
+        iou_loss=choice(opts, "iou_loss", "mse", IOU_KINDS, "iou"),
+        iou_normalizer=f32(opts.float("iou_normalizer", 0.75)),
+        obj_normalizer=f32(opts.float("obj_normalizer", 1.0)),
+        cls_normalizer=f32(opts.float("cls_normalizer", 1.0)),
+        delta_normalizer=f32(opts.float("delta_normalizer", 1.0)),
+        ignore_thresh=f32(opts.float("ignore_thresh", 0.5)),
+        truth_thresh=f32(opts.float("truth_thresh", 1.0)),
+        iou_thresh=f32(opts.float("iou_thresh", 1.0)),
+        iou_thresh_kind=choice(opts, "iou_thresh_kind", "iou", IOU_KINDS[1:], "iou"),
         new_coords=bool(o.new_coords),
-        label_smooth_eps=_f32(opts.float("label_smooth_eps", 0.0)),
+        label_smooth_eps=f32(opts.float("label_smooth_eps", 0.0)),
         focal_loss=bool(opts.int("focal_loss", 0)),
         objectness_smooth=bool(opts.int("objectness_smooth", 0)),
         max_delta=max_delta,
-        classes_multipliers=_classes_multipliers(opts, o.classes, max_delta),
+        classes_multipliers=classes_multipliers(opts, o.classes, max_delta),
         show_details=opts.int("show_details", 1))
 
 
@@ -503,7 +474,7 @@ class YoloLoss:
             dh = (dh.double() * torch.exp(raw[:, 3].double())).float()
         out = torch.stack((grad.dx, grad.dy, dw, dh), 1) * normalizer[:, None]
         out = torch.where(torch.isfinite(out), out, 0)
-        if o.max_delta != _F32_MAX:
+        if o.max_delta != FLT_MAX:
             out = out.clamp(-o.max_delta, o.max_delta)
         return out, iou, giou
 
